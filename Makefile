@@ -1,0 +1,35 @@
+# The two commands the README opens with. Both set up everything they need first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8765
+SETUP_STAMP := $(VENV)/.corral-installed
+
+.PHONY: serve test setup host venv image lint bench clean-test
+
+serve: setup
+	$(VENV)/bin/corral serve --transport sse,http --host 127.0.0.1 --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+setup: host venv image
+
+host:
+	@bash scripts/setup-host.sh
+
+venv: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 1>&2
+	@touch $@
+
+image: venv
+	@$(VENV)/bin/corral image status >/dev/null 2>&1 || $(VENV)/bin/corral image build
+
+lint: venv
+	$(VENV)/bin/ruff check corral tests bench examples
+	$(VENV)/bin/mypy corral
+
+bench: setup
+	$(PY) -m bench.run

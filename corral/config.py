@@ -1,0 +1,84 @@
+"""Settings as small, immutable value objects, read once from the environment or CLI flags."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_IMAGE = "corral/sandbox:2"  # the tag is the image recipe version
+RUNTIME_GVISOR = "corral-runsc"
+RUNTIME_GVISOR_NET = "corral-runsc-net"
+RUNTIME_RUNC = "runc"
+LABEL_NAMESPACE = "dev.corral"
+SANDBOX_USER = "1000:1000"
+WORKDIR = "/workspace"
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+def default_home() -> Path:
+    env = os.environ.get("CORRAL_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("corral"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandbox. pids counts host threads under gVisor's ptrace platform
+    (about 5 per guest process, ~40 idle), hence the high default."""
+
+    memory_bytes: int = 1 * GIB
+    cpus: float = 1.0
+    pids: int = 2048
+
+
+@dataclass(frozen=True)
+class ExecPolicy:
+    default_timeout: float = 60.0
+    max_timeout: float = 600.0
+    output_limit: int = 64 * KIB  # per stream, head + tail kept
+    max_file_bytes: int = 8 * MIB  # read_file / write_file payloads
+    max_code_bytes: int = 1 * MIB  # run_code / run_command source
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    image: str = DEFAULT_IMAGE
+    limits: Limits = Limits()
+    exec: ExecPolicy = ExecPolicy()
+    max_sandboxes: int = 50
+    runtime: str = RUNTIME_GVISOR
+    # Running without gVisor must be asked for by name; it is shown on every sandbox it affects.
+    unsafe_runc: bool = False
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    docker_url: str | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "corral.db"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        policy = ExecPolicy(
+            default_timeout=float(env.get("CORRAL_DEFAULT_TIMEOUT", ExecPolicy.default_timeout)),
+            max_timeout=float(env.get("CORRAL_MAX_TIMEOUT", ExecPolicy.max_timeout)),
+            output_limit=int(env.get("CORRAL_OUTPUT_LIMIT", ExecPolicy.output_limit)),
+        )
+        return cls(
+            image=env.get("CORRAL_IMAGE", DEFAULT_IMAGE),
+            exec=policy,
+            max_sandboxes=int(env.get("CORRAL_MAX_SANDBOXES", 50)),
+            docker_url=env.get("DOCKER_HOST"),
+        )

@@ -1,0 +1,1 @@
+"""The layer that speaks to the outside: Docker (+ gVisor), images, the in-sandbox agent, SQLite."""

@@ -1,0 +1,41 @@
+"""Named, ordered schema migrations. Append only: never edit one that has shipped."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_sandboxes",
+        """
+        CREATE TABLE sandboxes (
+            id            TEXT PRIMARY KEY,
+            name          TEXT UNIQUE,
+            container_id  TEXT,
+            image         TEXT NOT NULL,
+            runtime       TEXT NOT NULL,
+            network       TEXT NOT NULL DEFAULT 'none',
+            memory_bytes  INTEGER NOT NULL,
+            cpus          REAL NOT NULL,
+            pids_limit    INTEGER NOT NULL,
+            labels        TEXT NOT NULL DEFAULT '{}',
+            status        TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            last_used_at  REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "002_audit",
+        """
+        CREATE TABLE audit (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts          REAL NOT NULL,
+            tool        TEXT NOT NULL,
+            sandbox     TEXT,
+            outcome     TEXT NOT NULL,
+            detail      TEXT,
+            duration_ms REAL NOT NULL
+        );
+        CREATE INDEX audit_ts ON audit (ts);
+        """,
+    ),
+]

@@ -1,0 +1,58 @@
+"""Builds the MCPServer: the lifespan that opens Corral's resources, and the tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mcp.server.mcpserver import MCPServer
+
+from corral import __version__
+from corral.config import Settings
+from corral.service import SandboxService
+from corral.tools import DEFAULT_GROUPS, register
+from corral.tools._base import AppContext
+
+INSTRUCTIONS = """\
+Corral gives you Linux sandboxes (gVisor containers) to run code in.
+Typical flow: create_sandbox once, then run_code / run_command / read_file / write_file with its id,
+and delete_sandbox when done. Sandboxes and interpreter state persist across calls; there is no
+network access by default. Paths are relative to /workspace."""
+
+
+@dataclass
+class ServiceHolder:
+    """A service opened by the HTTP app's own lifespan and shared by every MCP session.
+
+    SSE runs the MCP lifespan once per connection; holding the service outside lets all
+    connections share one SQLite connection, one Docker client and the agent channels.
+    """
+
+    service: SandboxService | None = None
+
+
+def build_server(
+    settings: Settings,
+    *,
+    groups: tuple[str, ...] = DEFAULT_GROUPS,
+    holder: ServiceHolder | None = None,
+) -> MCPServer[AppContext]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        if holder is not None and holder.service is not None:
+            yield AppContext(service=holder.service, settings=settings)
+            return
+        async with SandboxService.open(settings) as service:
+            yield AppContext(service=service, settings=settings)
+
+    server: MCPServer[AppContext] = MCPServer(
+        "corral",
+        title="Corral sandboxes",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level="WARNING",
+    )
+    register(server, groups)
+    return server

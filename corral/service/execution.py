@@ -1,0 +1,175 @@
+"""Running commands and code in a sandbox through its agent."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from corral.errors import InvalidRequest
+from corral.service.models import CodeError, CodeResult, ExecResult
+from corral.service.sandboxes import SandboxService
+from corral.service.validation import check_env, check_path, check_size, check_timeout
+
+Language = Literal["python", "javascript", "bash"]
+LANGUAGES: tuple[str, ...] = ("python", "javascript", "bash")
+OnOutput = Callable[[str, str], Awaitable[None]]  # (stream name, new text)
+
+# Headroom over the in-sandbox timeout before the host gives up on the agent itself.
+HOST_GRACE = 15.0
+
+
+def _events(on_output: OnOutput | None) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+    if on_output is None:
+        return None
+
+    async def handle(event: dict[str, Any]) -> None:
+        if event.get("event") == "output" and isinstance(event.get("data"), str):
+            await on_output(str(event.get("stream", "stdout")), event["data"])
+
+    return handle
+
+
+async def run_command(
+    service: SandboxService,
+    ref: str,
+    command: str,
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    on_output: OnOutput | None = None,
+) -> ExecResult:
+    policy = service.settings.exec
+    if not command.strip():
+        raise InvalidRequest("command is empty; give a shell command such as 'ls -la'")
+    check_size("command", len(command.encode()), policy.max_code_bytes)
+    limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
+    params = {
+        "shell": command,
+        "cwd": check_path(cwd or "/workspace"),
+        "env": check_env(env),
+        "timeout": limit,
+        "max_output": policy.output_limit * 2,
+    }
+    started = time.perf_counter()
+    res = await service.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=_events(on_output))
+    return ExecResult(
+        exit_code=res.get("exit_code"),
+        stdout=str(res.get("stdout", "")),
+        stderr=str(res.get("stderr", "")),
+        stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
+        stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
+        timed_out=bool(res.get("timed_out", False)),
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def check_language(language: str) -> str:
+    if language not in LANGUAGES:
+        raise InvalidRequest(f"unsupported language {language!r}; use one of: {', '.join(LANGUAGES)}")
+    return language
+
+
+def check_context(context: str) -> str:
+    if not context or len(context) > 64 or not all(c.isalnum() or c in "_-." for c in context):
+        raise InvalidRequest(
+            f"invalid context name {context!r}: use 1-64 letters, digits, '_', '-', '.' (default 'default')"
+        )
+    return context
+
+
+async def run_code(
+    service: SandboxService,
+    ref: str,
+    code: str,
+    *,
+    language: str = "python",
+    context: str = "default",
+    timeout: float | None = None,
+    on_output: OnOutput | None = None,
+) -> tuple[CodeResult, list[bytes]]:
+    policy = service.settings.exec
+    check_language(language)
+    check_context(context)
+    check_size("code", len(code.encode()), policy.max_code_bytes)
+    limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
+    params = {
+        "language": language,
+        "context": context,
+        "code": code,
+        "timeout": limit,
+        "max_output": policy.output_limit * 2,
+    }
+    started = time.perf_counter()
+    res = await service.request(
+        ref, "code_run", params, timeout=limit + HOST_GRACE, on_event=_events(on_output)
+    )
+    images = _decode_images(res.get("images"), policy.max_file_bytes)
+    error = res.get("error")
+    result = CodeResult(
+        stdout=str(res.get("stdout", "")),
+        stderr=str(res.get("stderr", "")),
+        stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
+        stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
+        value=_cap(res.get("value"), policy.output_limit),
+        error=CodeError(
+            ename=str(error.get("ename", "Error")),
+            evalue=_cap(str(error.get("evalue", "")), policy.output_limit) or "",
+            traceback=_cap(str(error.get("traceback", "")), policy.output_limit) or "",
+        )
+        if isinstance(error, dict)
+        else None,
+        images=len(images),
+        timed_out=bool(res.get("timed_out", False)),
+        interrupted=bool(res.get("interrupted", False)),
+        state_lost=bool(res.get("state_lost", False)),
+        language=language,
+        context=context,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return result, images
+
+
+def _cap(text: Any, limit: int) -> str | None:
+    """Head + tail of an over-long string with a marker, so no reply is ever unbounded."""
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n…[{len(text) - 2 * half} characters dropped]…\n{text[-half:]}"
+
+
+def _decode_images(raw: Any, limit: int) -> list[bytes]:
+    if not isinstance(raw, list):
+        return []
+    images = []
+    for item in raw[:16]:
+        if not isinstance(item, str) or len(item) > limit * 4 // 3 + 4:
+            continue
+        try:
+            data = base64.b64decode(item, validate=True)
+        except ValueError:
+            continue
+        if data.startswith(b"\x89PNG\r\n\x1a\n"):
+            images.append(data)
+    return images
+
+
+async def list_contexts(service: SandboxService, ref: str) -> list[dict[str, Any]]:
+    res = await service.request(ref, "context_list", {}, timeout=30)
+    contexts = res.get("contexts", [])
+    return [c for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+
+
+async def restart_context(service: SandboxService, ref: str, language: str, context: str) -> None:
+    params = {"language": check_language(language), "context": check_context(context)}
+    await service.request(ref, "context_restart", params, timeout=30)
+
+
+async def interrupt_context(service: SandboxService, ref: str, language: str, context: str) -> None:
+    params = {"language": check_language(language), "context": check_context(context)}
+    await service.request(ref, "context_interrupt", params, timeout=30)

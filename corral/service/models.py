@@ -1,0 +1,113 @@
+"""Result types shared by the service and the MCP tools (they double as the tools' output schemas)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from corral.sandbox_backend.store import SandboxRecord
+
+
+class SandboxInfo(BaseModel):
+    id: str = Field(description="Short id; every tool accepts it (or the name) as `sandbox`.")
+    name: str | None = Field(description="Optional unique name given at creation.")
+    status: Literal["creating", "running", "stopped", "lost", "error"] = Field(
+        description="lost = the container vanished outside Corral; stopped ones restart on next use."
+    )
+    image: str
+    runtime: str = Field(
+        description="Container runtime: corral-runsc (gVisor) unless the operator forced runc."
+    )
+    isolation: Literal["gvisor", "runc-UNSAFE"] = Field(
+        description="gvisor: code never touches the host kernel directly. runc-UNSAFE: operator override."
+    )
+    network: str = Field(description="'none' = no network at all.")
+    memory_mb: int
+    cpus: float
+    pids_limit: int
+    labels: dict[str, str]
+    created_at: float
+    last_used_at: float
+
+    @classmethod
+    def from_record(cls, rec: SandboxRecord) -> SandboxInfo:
+        return cls(
+            id=rec.id,
+            name=rec.name,
+            status=rec.status,  # type: ignore[arg-type]
+            image=rec.image,
+            runtime=rec.runtime,
+            isolation="runc-UNSAFE" if rec.runtime == "runc" else "gvisor",
+            network=rec.network,
+            memory_mb=rec.memory_bytes // (1024 * 1024),
+            cpus=rec.cpus,
+            pids_limit=rec.pids_limit,
+            labels=rec.labels,
+            created_at=rec.created_at,
+            last_used_at=rec.last_used_at,
+        )
+
+
+class ExecResult(BaseModel):
+    exit_code: int | None = Field(description="Exit status; null if the process was killed by the timeout.")
+    stdout: str
+    stderr: str
+    stdout_dropped_bytes: int = Field(0, description="Bytes cut from the middle of stdout (0 = complete).")
+    stderr_dropped_bytes: int = Field(0, description="Bytes cut from the middle of stderr (0 = complete).")
+    timed_out: bool
+    duration_ms: float
+
+
+class CodeError(BaseModel):
+    ename: str
+    evalue: str
+    traceback: str
+
+
+class CodeResult(BaseModel):
+    stdout: str
+    stderr: str
+    stdout_dropped_bytes: int = 0
+    stderr_dropped_bytes: int = 0
+    value: str | None = Field(None, description="repr of the final expression (Python/JS), like a notebook.")
+    error: CodeError | None = Field(None, description="The exception, with a clean traceback.")
+    images: int = Field(0, description="How many PNG images (figures) were returned as image content.")
+    timed_out: bool = False
+    interrupted: bool = False
+    state_lost: bool = Field(
+        False, description="True if the interpreter had to be restarted: variables and imports are gone."
+    )
+    language: str
+    context: str
+    duration_ms: float
+
+
+class FileEntry(BaseModel):
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mtime: float
+
+
+class FileListing(BaseModel):
+    path: str
+    entries: list[FileEntry]
+    truncated: bool = Field(description="True if max_entries cut the listing.")
+
+
+class FileRead(BaseModel):
+    path: str
+    size: int = Field(description="Size of the whole file in bytes.")
+    encoding: Literal["text", "base64", "image"]
+    content: str = Field(description="The text (a line range if asked), or base64 for binary files.")
+    start_line: int | None = None
+    end_line: int | None = None
+    total_lines: int | None = None
+    truncated: bool = False
+    mime_type: str | None = None
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int

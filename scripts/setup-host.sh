@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Prepare this Debian host for Corral: Docker engine, gVisor (runsc) registered with Docker,
+# dockerd running. Idempotent and quick when everything is already in place.
+# Run as root. Output goes to stderr so callers can keep stdout clean.
+set -euo pipefail
+exec 1>&2
+
+log() { printf '[corral-setup] %s\n' "$*"; }
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+command -v runsc >/dev/null 2>&1 || need_pkgs+=(runsc)
+command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
+command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+if ((${#need_pkgs[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing packages: ${need_pkgs[*]} — run this script as root (apt-get install ${need_pkgs[*]})"
+    exit 1
+  fi
+  log "installing ${need_pkgs[*]} from apt"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# Register the two gVisor runtimes Corral uses, merged into daemon.json without clobbering
+# other keys: corral-runsc (no network at all) and corral-runsc-net (host netstack inside the
+# container's own network namespace; the default netstack mode fails on this kernel).
+RUNSC=$(command -v runsc)
+DAEMON_JSON=/etc/docker/daemon.json
+mkdir -p /etc/docker
+changed=$(python3 - "$DAEMON_JSON" "$RUNSC" <<'PY'
+import json, os, sys
+path, runsc = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        text = f.read().strip()
+    conf = json.loads(text) if text else {}
+except FileNotFoundError:
+    conf = {}
+if not isinstance(conf, dict):
+    sys.exit(f"{path} is not a JSON object; fix it by hand")
+runtimes = conf.setdefault("runtimes", {})
+want = {
+    "corral-runsc": {"path": runsc, "runtimeArgs": ["--network=none"]},
+    "corral-runsc-net": {"path": runsc, "runtimeArgs": ["--network=host"]},
+}
+if all(runtimes.get(k) == v for k, v in want.items()):
+    print("no")
+    sys.exit()
+runtimes.update(want)
+tmp = path + ".corral-tmp"
+with open(tmp, "w") as f:
+    json.dump(conf, f, indent=2)
+    f.write("\n")
+os.replace(tmp, path)
+print("yes")
+PY
+)
+
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+if docker_ok; then
+  if [[ $changed == yes ]]; then
+    log "runtimes registered; reloading dockerd"
+    pkill -HUP -x dockerd || true
+  fi
+else
+  if pgrep -x dockerd >/dev/null; then
+    log "dockerd runs but does not answer yet; waiting"
+  else
+    log "starting dockerd"
+    (setsid dockerd >/var/log/corral-dockerd.log 2>&1 &)
+  fi
+fi
+for _ in $(seq 1 120); do
+  if docker_ok && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q corral-runsc-net; then
+    log "docker ready with runtimes corral-runsc, corral-runsc-net"
+    exit 0
+  fi
+  sleep 0.5
+done
+log "dockerd did not become ready; see /var/log/corral-dockerd.log"
+exit 1
