@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8765
 SETUP_STAMP := $(VENV)/.corral-installed
 
-.PHONY: serve test setup host venv image lint bench clean-test
+.PHONY: serve test setup host venv image inspector lint bench
 
 serve: setup
 	$(VENV)/bin/corral serve --transport sse,http --host 127.0.0.1 --port $(PORT)
@@ -12,7 +12,7 @@ serve: setup
 test: setup
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-setup: host venv image
+setup: host venv image inspector
 
 host:
 	@bash scripts/setup-host.sh
@@ -26,6 +26,16 @@ $(SETUP_STAMP): pyproject.toml
 
 image: venv
 	@$(VENV)/bin/corral image status >/dev/null 2>&1 || $(VENV)/bin/corral image build
+
+INSPECTOR := build/inspector/node_modules/.bin/mcp-inspector
+
+inspector: $(INSPECTOR)
+
+# The MCP Inspector CLI: a third-party MCP client the tests drive the stdio server with.
+$(INSPECTOR):
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)
+	@mkdir -p build/inspector
+	@cd build/inspector && npm install --no-audit --no-fund --silent @modelcontextprotocol/inspector@2 1>&2
 
 lint: venv
 	$(VENV)/bin/ruff check corral tests bench examples
