@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from corral.config import DEFAULT_IMAGE, Settings
+from corral.config import DEFAULT_IMAGE, Settings, parse_host_dirs
 from corral.errors import CorralError
 
 
@@ -21,6 +21,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = settings.with_(image=args.image)
     if getattr(args, "unsafe_runc_no_gvisor", False):
         settings = settings.with_(unsafe_runc=True)
+    if getattr(args, "allow_host_dir", None):
+        extra = parse_host_dirs(os.pathsep.join(args.allow_host_dir))
+        settings = settings.with_(host_dirs=settings.host_dirs + extra)
     return settings
 
 
@@ -197,6 +200,12 @@ def parser() -> argparse.ArgumentParser:
         "--unsafe-runc-no-gvisor",
         action="store_true",
         help="DANGEROUS: run sandboxes under runc, sharing the host kernel",
+    )
+    s.add_argument(
+        "--allow-host-dir",
+        action="append",
+        metavar="DIR",
+        help="host directory upload/download may use (repeatable; also $CORRAL_HOST_DIRS, colon-separated)",
     )
     s.add_argument("--log-level", default="INFO")
     s.set_defaults(func=cmd_serve)

@@ -60,6 +60,10 @@ class Settings:
     unsafe_runc: bool = False
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
     docker_url: str | None = None
+    # Host directories upload/download may touch (nothing by default); CORRAL_HOST_DIRS, --allow-host-dir.
+    host_dirs: tuple[Path, ...] = ()
+    # Where expose_port listens on the host; CORRAL_PORT_HOST.
+    port_host: str = "127.0.0.1"
 
     @property
     def db_path(self) -> Path:
@@ -81,4 +85,11 @@ class Settings:
             exec=policy,
             max_sandboxes=int(env.get("CORRAL_MAX_SANDBOXES", 50)),
             docker_url=env.get("DOCKER_HOST"),
+            host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
+            port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
         )
+
+
+def parse_host_dirs(spec: str) -> tuple[Path, ...]:
+    """`CORRAL_HOST_DIRS`: colon-separated host directories (resolved, so symlinks cannot widen them)."""
+    return tuple(Path(part).expanduser().resolve() for part in spec.split(os.pathsep) if part.strip())

@@ -74,7 +74,7 @@ async def test_append_and_list_files(client: Client, sandbox: str) -> None:
 
 
 async def test_missing_files_and_directories_are_explained(client: Client, sandbox: str) -> None:
-    assert "not" in (await call_error(client, "read_file", sandbox=sandbox, path="nope.txt")).lower()
+    assert "no such file" in (await call_error(client, "read_file", sandbox=sandbox, path="nope.txt")).lower()
     assert "director" in (await call_error(client, "read_file", sandbox=sandbox, path="/workspace")).lower()
 
 

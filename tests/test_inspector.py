@@ -30,9 +30,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def inspector(home: Path, *args: str) -> Any:
     cmd = corral_cmd("serve")
     proc = subprocess.run(
-        [str(INSPECTOR), "--cli", "--catalog", str(home / "catalog.json"), "-e", f"CORRAL_HOME={home}",
-         *cmd, *args],
-        env=corral_env(home), capture_output=True, text=True, timeout=180,
+        [str(INSPECTOR), "--cli", "-e", f"CORRAL_HOME={home}", *cmd, *args],
+        env=corral_env(home, MCP_CATALOG_PATH=str(home / "catalog.json")),
+        capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return json.loads(proc.stdout)

@@ -14,18 +14,19 @@ import socket
 import struct
 import tarfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import docker
 import docker.errors
 import requests.exceptions
 from anyio.abc import ByteStream
 
-from corral.errors import BackendError, BackendUnavailable, ImageNotFound
+from corral.errors import BackendError, BackendUnavailable, ImageNotFound, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,14 +150,14 @@ class DockerEngine:
     # -- engine -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._run("ping Docker", self._client.ping)
+        await self._run("ping Docker", lambda: self._client.ping())
 
     async def runtimes(self) -> set[str]:
-        info = await self._run("read Docker info", self._client.info)
+        info = await self._run("read Docker info", lambda: self._client.info())
         return set((info.get("Runtimes") or {}).keys())
 
     async def version(self) -> dict[str, Any]:
-        return await self._run("read Docker version", self._client.version)
+        return await self._run("read Docker version", lambda: self._client.version())
 
     # -- images -----------------------------------------------------------------------------
 
@@ -171,10 +172,10 @@ class DockerEngine:
         return await self._run(f"look up image {name}", check)
 
     async def pull_image(self, name: str) -> None:
-        await self._run(f"pull image {name}", self._client.images.pull, name)
+        await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
 
     async def remove_image(self, name: str) -> None:
-        await self._run(f"remove image {name}", self._client.images.remove, name, force=True)
+        await self._run(f"remove image {name}", lambda: self._client.images.remove(name, force=True))
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -206,10 +207,10 @@ class DockerEngine:
         return await self._run(f"create container {spec.name}", create)
 
     async def start(self, container_id: str) -> None:
-        await self._run("start container", self._client.api.start, container_id)
+        await self._run("start container", lambda: self._client.api.start(container_id))
 
     async def stop(self, container_id: str, timeout: int = 5) -> None:
-        await self._run("stop container", self._client.api.stop, container_id, timeout=timeout)
+        await self._run("stop container", lambda: self._client.api.stop(container_id, timeout=timeout))
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
@@ -236,7 +237,7 @@ class DockerEngine:
         return await self._run("list containers", ls)
 
     async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
-        await self._run("copy into container", self._client.api.put_archive, container_id, path, data)
+        await self._run("copy into container", lambda: self._client.api.put_archive(container_id, path, data))
 
     async def exec_run(
         self,
@@ -289,7 +290,7 @@ class DockerEngine:
         return ExecStream(stream, exec_id)
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
-        info = await self._run("inspect exec", self._client.api.exec_inspect, exec_id)
+        info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))
         return info.get("ExitCode")
 
     # -- networks -------------------------------------------------------------------------------
@@ -308,6 +309,70 @@ class DockerEngine:
                 pass
 
         await self._run(f"remove network {name}", remove)
+
+    # -- short-lived helper containers (corral/service/git.py) -------------------------------------
+
+    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the bridge network `name` unless it exists (safe against a concurrent create)."""
+
+        def ensure() -> None:
+            try:
+                self._client.networks.get(name)
+                return
+            except docker.errors.NotFound:
+                pass
+            try:
+                self._client.networks.create(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: created meanwhile by someone else
+                    raise
+
+        await self._run(f"create network {name}", ensure)
+
+    async def exec_collect(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stderr: Callable[[bytes], Awaitable[None]] | None = None,
+        max_stdout: int = 64 * 1024 * 1024,
+        stderr_keep: int = 64 * 1024,
+    ) -> ExecOutput:
+        """Run `argv` to completion in a running container: stdout is collected as bytes (more than
+        `max_stdout` raises PayloadTooLarge), stderr goes to `on_stderr` as it arrives and its last
+        `stderr_keep` bytes are returned. `env` reaches only this process: Docker keeps no record
+        of an exec's environment. Cancelling abandons the call; removing the container ends it."""
+
+        def run() -> ExecOutput:
+            with map_docker_errors("exec in container"):
+                api = self._client.api
+                exec_id = api.exec_create(
+                    container_id,
+                    list(argv),
+                    stdout=True,
+                    stderr=True,
+                    user=user,
+                    workdir=workdir,
+                    environment=dict(env or {}),
+                )["Id"]
+                out, err = bytearray(), bytearray()
+                for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                    if chunk_out:
+                        out += chunk_out
+                        if len(out) > max_stdout:
+                            raise PayloadTooLarge(f"the command wrote more than {max_stdout} bytes")
+                    if chunk_err:
+                        err += chunk_err
+                        del err[:-stderr_keep]
+                        if on_stderr is not None:
+                            anyio.from_thread.run(on_stderr, bytes(chunk_err))
+                code = api.exec_inspect(exec_id).get("ExitCode")
+            return ExecOutput(-1 if code is None else int(code), bytes(out), bytes(err))
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=True)
 
 
 class ExecStream(ByteStream):

@@ -181,3 +181,137 @@ class Store:
         async with self._db.execute(query, (*params, limit)) as cur:
             rows = await cur.fetchall()
         return [AuditEntry(*row) for row in rows]
+
+    # -- background processes and exposed ports (migration 003_processes) -------------------
+
+    async def insert_process(self, rec: ProcessRecord) -> None:
+        await self._db.execute(
+            f"INSERT INTO processes ({_PROCESS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.id,
+                rec.sandbox_id,
+                rec.agent_id,
+                rec.pid,
+                rec.command,
+                rec.cwd,
+                rec.started_at,
+                rec.cursor,
+                int(rec.running),
+                rec.exit_code,
+                rec.ended_at,
+            ),
+        )
+        await self._db.commit()
+
+    async def get_process(self, process_id: str) -> ProcessRecord | None:
+        async with self._db.execute(
+            f"SELECT {_PROCESS_COLUMNS} FROM processes WHERE id = ?", (process_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _row_to_process(row) if row else None
+
+    async def list_processes(self, sandbox_id: str | None = None) -> list[ProcessRecord]:
+        query = f"SELECT {_PROCESS_COLUMNS} FROM processes"
+        params: tuple[Any, ...] = ()
+        if sandbox_id is not None:
+            query += " WHERE sandbox_id = ?"
+            params = (sandbox_id,)
+        async with self._db.execute(query + " ORDER BY started_at, id", params) as cur:
+            return [_row_to_process(row) for row in await cur.fetchall()]
+
+    async def update_process(self, process_id: str, **fields: Any) -> None:
+        if "running" in fields:
+            fields["running"] = int(fields["running"])
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        await self._db.execute(
+            f"UPDATE processes SET {assignments} WHERE id = ?", (*fields.values(), process_id)
+        )
+        await self._db.commit()
+
+    async def delete_processes(self, sandbox_id: str, process_ids: Iterable[str] | None = None) -> None:
+        """Forget a sandbox's processes: all of them, or only the listed ones."""
+        if process_ids is None:
+            await self._db.execute("DELETE FROM processes WHERE sandbox_id = ?", (sandbox_id,))
+        else:
+            await self._db.executemany(
+                "DELETE FROM processes WHERE sandbox_id = ? AND id = ?",
+                [(sandbox_id, pid) for pid in process_ids],
+            )
+        await self._db.commit()
+
+    async def upsert_port(self, rec: PortRecord) -> None:
+        await self._db.execute(
+            "INSERT INTO ports (sandbox_id, port, host, host_port, created_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (sandbox_id, port) DO UPDATE SET host = excluded.host, "
+            "host_port = excluded.host_port",
+            (rec.sandbox_id, rec.port, rec.host, rec.host_port, rec.created_at),
+        )
+        await self._db.commit()
+
+    async def list_ports(self, sandbox_id: str | None = None) -> list[PortRecord]:
+        query = "SELECT sandbox_id, port, host, host_port, created_at FROM ports"
+        params: tuple[Any, ...] = ()
+        if sandbox_id is not None:
+            query += " WHERE sandbox_id = ?"
+            params = (sandbox_id,)
+        async with self._db.execute(query + " ORDER BY created_at, port", params) as cur:
+            return [PortRecord(*row) for row in await cur.fetchall()]
+
+    async def delete_ports(self, sandbox_id: str, port: int | None = None) -> None:
+        if port is None:
+            await self._db.execute("DELETE FROM ports WHERE sandbox_id = ?", (sandbox_id,))
+        else:
+            await self._db.execute("DELETE FROM ports WHERE sandbox_id = ? AND port = ?", (sandbox_id, port))
+        await self._db.commit()
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A background process: `id` (p-xxxxxx) is what the model sees, `agent_id` the agent's."""
+
+    id: str
+    sandbox_id: str
+    agent_id: str
+    pid: int | None
+    command: str
+    cwd: str | None
+    started_at: float
+    cursor: int = 0  # where process_output continues when no `since` is given
+    running: bool = True
+    exit_code: int | None = None
+    ended_at: float | None = None
+
+    def with_(self, **changes: Any) -> ProcessRecord:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PortRecord:
+    """A sandbox port forwarded from host:host_port."""
+
+    sandbox_id: str
+    port: int
+    host: str
+    host_port: int
+    created_at: float
+
+
+_PROCESS_COLUMNS = (
+    "id, sandbox_id, agent_id, pid, command, cwd, started_at, cursor, running, exit_code, ended_at"
+)
+
+
+def _row_to_process(row: aiosqlite.Row) -> ProcessRecord:
+    return ProcessRecord(
+        id=row["id"],
+        sandbox_id=row["sandbox_id"],
+        agent_id=row["agent_id"],
+        pid=row["pid"],
+        command=row["command"],
+        cwd=row["cwd"],
+        started_at=row["started_at"],
+        cursor=row["cursor"],
+        running=bool(row["running"]),
+        exit_code=row["exit_code"],
+        ended_at=row["ended_at"],
+    )

@@ -51,7 +51,7 @@ async def run_command(
         "cwd": check_path(cwd or "/workspace"),
         "env": check_env(env),
         "timeout": limit,
-        "max_output": policy.output_limit * 2,
+        "max_output": policy.output_limit,
     }
     started = time.perf_counter()
     res = await service.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=_events(on_output))
@@ -100,7 +100,7 @@ async def run_code(
         "context": context,
         "code": code,
         "timeout": limit,
-        "max_output": policy.output_limit * 2,
+        "max_output": policy.output_limit,
     }
     started = time.perf_counter()
     res = await service.request(

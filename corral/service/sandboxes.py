@@ -8,7 +8,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-import builtins
 from typing import Any
 
 import anyio
@@ -35,6 +34,7 @@ from corral.errors import (
 from corral.sandbox_backend.docker_engine import ContainerSpec, DockerEngine, tar_directory
 from corral.sandbox_backend.store import AuditEntry, SandboxRecord, Store
 from corral.service.channels import ChannelPool
+from corral.service.ports import PortForwarder
 from corral.service.validation import check_image, check_labels, check_name
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class SandboxService:
         self.engine = engine
         self.store = store
         self.channels = ChannelPool(engine, tg)
+        self.task_group = tg  # long-lived tasks of the service (port listeners)
+        self.ports = PortForwarder(self)
         self._owner = home_label(settings)
         self._locks: dict[str, anyio.Lock] = {}
         self.orphans: list[str] = []
@@ -70,8 +72,13 @@ class SandboxService:
                 except BackendUnavailable as exc:
                     log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
                 try:
+                    await service.ports.restore()
+                except Exception:
+                    log.exception("could not re-open the exposed ports")
+                try:
                     yield service
                 finally:
+                    await service.ports.close_all()
                     await service.channels.close_all()
                     tg.cancel_scope.cancel()
         finally:
@@ -234,6 +241,8 @@ class SandboxService:
             await self.channels.drop(rec.id)
             if rec.container_id:
                 await self.engine.remove(rec.container_id)
+            await self.ports.close_sandbox(rec.id)
+            await self.store.delete_processes(rec.id)
             await self.store.delete_sandbox(rec.id)
         self._locks.pop(rec.id, None)
         return rec

@@ -33,6 +33,10 @@ class ToolSpec:
         )
 
 
+# These modules build their ToolSpec lists at import, so they come after ToolSpec is defined.
+from corral.tools.fileops import FILE_TOOLS  # noqa: E402
+from corral.tools.processes import PROCESS_TOOLS  # noqa: E402
+
 GROUPS: dict[str, list[ToolSpec]] = {
     "core": [
         ToolSpec(sandboxes.create_sandbox, "Create sandbox"),
@@ -51,7 +55,9 @@ GROUPS: dict[str, list[ToolSpec]] = {
         ToolSpec(files.read_file, "Read file", read_only=True, idempotent=True),
         ToolSpec(files.write_file, "Write file", destructive=True, idempotent=True),
         ToolSpec(files.list_files, "List files", read_only=True, idempotent=True),
+        *FILE_TOOLS,
     ],
+    "processes": PROCESS_TOOLS,
 }
 DEFAULT_GROUPS: tuple[str, ...] = tuple(GROUPS)
 

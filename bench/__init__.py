@@ -1,0 +1,1 @@
+"""Corral's benchmarks: `python -m bench.run [--quick]` (or `make bench`) writes bench/RESULTS.md."""

@@ -1,0 +1,227 @@
+"""Run every benchmark on this machine and write bench/RESULTS.md.
+
+    python -m bench.run            # full run (make bench), a few minutes
+    python -m bench.run --quick    # reduced counts, for a smoke test
+    python -m bench.run --only rtt,files --output /tmp/r.md
+
+Everything runs against a throwaway CORRAL_HOME; every container the run made (Corral sandboxes,
+baseline containers, llm-sandbox containers) carries an owner label and is removed at the end, also
+after a failure, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+import anyio
+import docker
+
+from bench.config import Config
+from bench.corral_bench import Ctx, corral_phase
+from bench.llm_bench import comparison, llm_phase, remove_alias_image
+from bench.machine import machine_facts
+from bench.report import Check, Results
+from bench.stats import ms, ratio
+from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, RUNTIME_GVISOR, Settings
+from corral.service.sandboxes import home_label
+
+HERE = Path(__file__).resolve().parent
+ALL = ("rtt", "files", "create", "state", "concurrency", "memory", "llm")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="reduced counts (smoke test); marked as such in the file"
+    )
+    p.add_argument(
+        "--output", type=Path, default=HERE / "RESULTS.md", help="where to write (default: %(default)s)"
+    )
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of: {', '.join(ALL)}")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help="sandbox image (default: %(default)s)")
+    args = p.parse_args(argv)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = only - set(ALL)
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    args.only = frozenset(only)
+    return args
+
+
+def reap(client: docker.DockerClient, owners: list[str]) -> int:
+    """Remove every container carrying one of this run's owner labels (the run's safety net)."""
+    removed = 0
+    for owner in owners:
+        for container in client.containers.list(
+            all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}
+        ):
+            try:
+                container.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+    return removed
+
+
+def preflight(client: docker.DockerClient, image: str) -> str | None:
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return f"image {image} is missing: build it with `.venv/bin/corral image build` (or `make setup`)"
+    runtimes = set((client.info().get("Runtimes") or {}).keys())
+    if RUNTIME_GVISOR not in runtimes:
+        return f"the Docker runtime {RUNTIME_GVISOR} is not registered: run scripts/setup-host.sh as root"
+    return None
+
+
+def evaluate(results: Results) -> None:
+    s, extra, checks = results.summaries, results.extra, results.checks
+    inproc, stdio, bare = s.get("rtt.inproc"), s.get("rtt.stdio"), s.get("rtt.docker")
+    if inproc:
+        checks.append(
+            Check(
+                "run_code('print(1)') p50, in-process MCP client",
+                "≤ 15 ms",
+                f"{ms(inproc.p50)} ms",
+                inproc.p50 <= 15,
+            )
+        )
+    for label, cur in (("in-process", inproc), ("stdio", stdio)):
+        if cur and bare:
+            sp = bare.p50 / cur.p50
+            checks.append(
+                Check(
+                    f"run_code('print(1)') p50 vs bare docker exec, {label}",
+                    "≥ 5x faster",
+                    f"{ratio(sp)} ({ms(cur.p50)} ms vs {ms(bare.p50)} ms)",
+                    sp >= 5,
+                )
+            )
+    for key in sorted(k for k in extra if k.startswith("conc.") and k.endswith(".errors")):
+        n = key.split(".")[1]
+        errors, calls = int(extra[key]), int(extra.get(f"conc.{n}.calls", 0))
+        checks.append(
+            Check(
+                f"N={n} sandboxes running code at once",
+                "errors = 0",
+                f"{errors} errors in {calls} calls",
+                errors == 0,
+            )
+        )
+    llm = [s[k] for k in ("rtt.llm.root", "rtt.llm.uid1000") if k in s]
+    if llm:
+        fast = min(llm, key=lambda x: x.p50)
+        for label, cur in (("in-process", inproc), ("stdio", stdio)):
+            if cur:
+                r = fast.p50 / cur.p50
+                checks.append(
+                    Check(
+                        f"print(1) per call vs llm-sandbox, Corral {label}",
+                        "≥ 10x faster",
+                        f"{ratio(r)} ({ms(cur.p50)} ms vs {ms(fast.p50)} ms)",
+                        r >= 10,
+                    )
+                )
+    elif "llm" in results.tables or any("llm-sandbox" in f for f in results.failures):
+        checks.append(
+            Check("print(1) per call vs llm-sandbox", "≥ 10x faster", "not measured (see failures)", None)
+        )
+    corral_state, llm_state = s.get("state.corral.call"), s.get("state.llm.call")
+    if corral_state and llm_state:
+        r = llm_state.p50 / corral_state.p50
+        checks.append(
+            Check(
+                "10-call stateful session, per call vs llm-sandbox (replay)",
+                "≥ 10x faster",
+                f"{ratio(r)} ({ms(corral_state.p50)} ms vs {ms(llm_state.p50)} ms)",
+                r >= 10,
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = Config.quick_() if args.quick else Config.full()
+    command = "python -m bench.run" + (" --quick" if args.quick else "")
+    if args.only != frozenset(ALL):
+        command += f" --only {','.join(sorted(args.only))}"
+    results = Results(quick=cfg.quick, command=command)
+
+    client = docker.from_env(timeout=300)
+    problem = preflight(client, args.image)
+    if problem:
+        print(f"bench: cannot run: {problem}", file=sys.stderr)
+        return 2
+
+    root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    home_inproc, home_stdio = root / "home-inproc", root / "home-stdio"
+    home_inproc.mkdir()
+    home_stdio.mkdir()
+    owners = [home_label(Settings(home=h)) for h in (home_inproc, home_stdio, root)]
+    ctx = Ctx(
+        cfg=cfg,
+        results=results,
+        docker=client,
+        image=args.image,
+        home_inproc=home_inproc,
+        home_stdio=home_stdio,
+        bench_labels={f"{LABEL_NAMESPACE}.owner": owners[2], f"{LABEL_NAMESPACE}.bench": "true"},
+        only=args.only,
+    )
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    print(f"bench: {command}; CORRAL_HOME under {root}; containers labelled owner in {owners}", flush=True)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        results.facts = machine_facts(client)
+        anyio.run(corral_phase, ctx)
+        if "llm" in args.only:
+            llm_phase(ctx)
+        comparison(results)
+        evaluate(results)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nbench: interrupted; cleaning up", file=sys.stderr, flush=True)
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
+        try:
+            removed = reap(client, owners)
+            remove_alias_image(client)
+            left = sum(
+                len(client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={o}"}))
+                for o in owners
+            )
+            print(f"bench: removed {removed} container(s); {left} left with this run's labels", flush=True)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            client.close()
+            signal.signal(signal.SIGINT, previous)
+    results.elapsed_s = time.monotonic() - started
+    if interrupted:
+        print("bench: not writing results of an interrupted run", file=sys.stderr)
+        return 130
+    args.output.write_text(results.markdown())
+    print("\n== Headline")
+    for c in results.checks:
+        met = "—" if c.ok is None else ("met" if c.ok else "NOT MET")
+        print(f"  {c.what}: {c.measured} (target {c.target}: {met})")
+    for f in results.failures:
+        print(f"  failure: {f}", file=sys.stderr)
+    print(f"bench: wrote {args.output} in {results.elapsed_s:.0f} s", flush=True)
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

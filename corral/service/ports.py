@@ -1,0 +1,225 @@
+"""Exposing a port inside a sandbox as a URL on the host, without giving the sandbox a network.
+
+For each exposed port the server listens on the host (127.0.0.1 by default, `Settings.port_host`).
+Every accepted connection starts a fresh `docker exec` of the agent in `tcp-relay 127.0.0.1 PORT`
+mode, which connects to the port inside the sandbox and copies bytes between it and its stdio; the
+server pumps bytes between the host connection and that exec stream. Traffic goes through Docker's
+API, never through a network interface of the sandbox, so it works for sandboxes with no network.
+
+Exposed ports are recorded in SQLite: `list_ports` shows them and a restarted server opens them
+again (on the same host port when it is free). Listeners run in the SandboxService's task group and
+are closed when their sandbox is deleted or the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
+from pydantic import BaseModel, Field
+
+from corral.config import SANDBOX_USER
+from corral.errors import CorralError, InvalidRequest, QuotaExceeded
+from corral.sandbox_backend.agent import bootstrap_argv
+from corral.sandbox_backend.store import PortRecord
+
+if TYPE_CHECKING:
+    from corral.service.sandboxes import SandboxService
+
+log = logging.getLogger(__name__)
+
+MAX_PORTS = 16  # per sandbox
+MAX_CONNECTIONS = 64  # concurrent, per exposed port
+TARGET_HOST = "127.0.0.1"  # inside the sandbox
+_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class PortInfo(BaseModel):
+    sandbox: str
+    port: int = Field(description="The port inside the sandbox.")
+    url: str = Field(description="http://host:port/ on the server's machine that reaches it.")
+    host: str
+    host_port: int
+    active: bool = Field(description="True while the server is listening on host_port.")
+
+
+def port_info(rec: PortRecord, active: bool) -> PortInfo:
+    host = f"[{rec.host}]" if ":" in rec.host else rec.host
+    return PortInfo(
+        sandbox=rec.sandbox_id,
+        port=rec.port,
+        url=f"http://{host}:{rec.host_port}/",
+        host=rec.host,
+        host_port=rec.host_port,
+        active=active,
+    )
+
+
+def check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidRequest(f"port must be a TCP port number between 1 and 65535 (got {port!r})")
+    return port
+
+
+@dataclass
+class _Forward:
+    record: PortRecord
+    scope: anyio.CancelScope
+
+
+class PortForwarder:
+    """The host listeners of one SandboxService."""
+
+    def __init__(self, service: SandboxService) -> None:
+        self._service = service
+        self._forwards: dict[tuple[str, int], _Forward] = {}
+        self._lock = anyio.Lock()
+
+    # -- what the tools call ----------------------------------------------------------------
+
+    async def expose(self, ref: str, port: int) -> PortInfo:
+        check_port(port)
+        sandbox = await self._service.use(ref)
+        async with self._lock:
+            current = self._forwards.get((sandbox.id, port))
+            if current is not None:
+                return port_info(current.record, True)
+            mine = [key for key in self._forwards if key[0] == sandbox.id]
+            if len(mine) >= MAX_PORTS:
+                raise QuotaExceeded(
+                    f"sandbox {sandbox.id} already exposes {len(mine)} ports (the limit); close_port one "
+                    "first"
+                )
+            rec = PortRecord(sandbox.id, port, self._service.settings.port_host, 0, time.time())
+            rec = await self._open(rec)
+            await self._service.store.upsert_port(rec)
+        return port_info(rec, True)
+
+    async def close(self, ref: str, port: int) -> PortInfo:
+        check_port(port)
+        sandbox = await self._service.resolve(ref)
+        records = {r.port: r for r in await self._service.store.list_ports(sandbox.id)}
+        rec = records.get(port)
+        if rec is None:
+            exposed = ", ".join(str(p) for p in sorted(records)) or "none"
+            raise InvalidRequest(f"port {port} of sandbox {sandbox.id} is not exposed (exposed: {exposed})")
+        async with self._lock:
+            self._stop(sandbox.id, port)
+            await self._service.store.delete_ports(sandbox.id, port)
+        return port_info(rec, False)
+
+    async def list(self, ref: str | None = None) -> list[PortInfo]:
+        sandbox_id = (await self._service.resolve(ref)).id if ref else None
+        records = await self._service.store.list_ports(sandbox_id)
+        return [port_info(r, (r.sandbox_id, r.port) in self._forwards) for r in records]
+
+    # -- lifecycle hooks (SandboxService) ------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Open the listeners recorded by an earlier run of the server (same host port if free)."""
+        known = {rec.id: rec for rec in await self._service.store.list_sandboxes()}
+        for rec in await self._service.store.list_ports():
+            sandbox = known.get(rec.sandbox_id)
+            if sandbox is None:
+                await self._service.store.delete_ports(rec.sandbox_id)
+                continue
+            if sandbox.status == "lost":
+                continue
+            async with self._lock:
+                if (rec.sandbox_id, rec.port) in self._forwards:
+                    continue
+                try:
+                    opened = await self._open(rec)
+                except OSError:
+                    log.warning(
+                        "sandbox %s port %d: host port %d is taken; listening on another one",
+                        rec.sandbox_id,
+                        rec.port,
+                        rec.host_port,
+                    )
+                    opened = await self._open(
+                        PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at)
+                    )
+                if opened != rec:
+                    await self._service.store.upsert_port(opened)
+
+    async def close_sandbox(self, sandbox_id: str) -> None:
+        """Stop forwarding a sandbox's ports and forget them (the sandbox is being deleted)."""
+        async with self._lock:
+            for key in [k for k in self._forwards if k[0] == sandbox_id]:
+                self._stop(*key)
+            await self._service.store.delete_ports(sandbox_id)
+
+    async def close_all(self) -> None:
+        """Stop every listener (server shutdown); the records stay for the next start."""
+        for key in list(self._forwards):
+            self._stop(*key)
+
+    # -- listeners and connections -----------------------------------------------------------------
+
+    async def _open(self, rec: PortRecord) -> PortRecord:
+        """Listen for `rec` (host_port 0 = any free port); returns the record with the real port."""
+        listener = await anyio.create_tcp_listener(local_host=rec.host, local_port=rec.host_port)
+        bound = int(listener.extra(SocketAttribute.local_port))
+        opened = PortRecord(rec.sandbox_id, rec.port, rec.host, bound, rec.created_at)
+        scope = anyio.CancelScope()
+        limiter = anyio.CapacityLimiter(MAX_CONNECTIONS)
+
+        async def handle(client: SocketStream) -> None:
+            async with limiter:
+                await self._connect(opened, client)
+
+        async def serve() -> None:
+            with scope:
+                async with listener:
+                    await listener.serve(handle)
+
+        self._forwards[(rec.sandbox_id, rec.port)] = _Forward(opened, scope)
+        self._service.task_group.start_soon(serve, name=f"port {rec.sandbox_id}:{rec.port}")
+        log.info("sandbox %s port %d exposed at %s:%d", rec.sandbox_id, rec.port, rec.host, bound)
+        return opened
+
+    def _stop(self, sandbox_id: str, port: int) -> None:
+        forward = self._forwards.pop((sandbox_id, port), None)
+        if forward is not None:
+            forward.scope.cancel()
+
+    async def _connect(self, rec: PortRecord, client: SocketStream) -> None:
+        async with client:
+            try:
+                sandbox = await self._service.use(rec.sandbox_id)
+                if sandbox.container_id is None:
+                    return
+                argv = bootstrap_argv("tcp-relay", TARGET_HOST, str(rec.port))
+                remote = await self._service.engine.open_exec_stream(
+                    sandbox.container_id, argv, user=SANDBOX_USER
+                )
+            except CorralError as exc:
+                log.info("sandbox %s port %d: connection refused: %s", rec.sandbox_id, rec.port, exc)
+                return
+            async with remote, anyio.create_task_group() as tg:
+                tg.start_soon(_pump, client, remote, True)
+                await _pump(remote, client, False)
+                tg.cancel_scope.cancel()
+
+
+async def _pump(source: ByteStream, sink: ByteStream, half_close: bool) -> None:
+    """Copy source -> sink until source ends; then pass the end on as a half-close if asked."""
+    try:
+        while True:
+            data = await source.receive(65536)
+            await sink.send(data)
+    except _STREAM_ERRORS:
+        pass
+    if half_close:
+        try:
+            await sink.send_eof()
+        except _STREAM_ERRORS:
+            pass
+
+
+__all__ = ["PortForwarder", "PortInfo", "check_port"]
