@@ -81,7 +81,8 @@ def test_stdio_mode_writes_only_protocol_to_stdout(home: Path) -> None:
         watchdog.cancel()
         proc.kill()
     assert all(m.get("jsonrpc") == "2.0" for m in messages)
-    assert [json.loads(line) for line in rest.splitlines() if line.strip()] != None
+    for line in rest.splitlines():
+        assert not line.strip() or json.loads(line)["jsonrpc"] == "2.0"
     by_id = {m.get("id"): m for m in messages}
     assert by_id[3]["result"]["isError"] is True
     assert "DEBUG" in stderr or "INFO" in stderr  # the logs went to stderr

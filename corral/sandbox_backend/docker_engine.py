@@ -14,7 +14,7 @@ import socket
 import struct
 import tarfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -93,6 +93,13 @@ def map_docker_errors(what: str) -> Iterator[None]:
         ) from exc
     except requests.exceptions.RequestException as exc:
         raise BackendError(f"{what}: Docker request failed: {exc}") from exc
+
+
+def _next_event(stream: Any) -> dict[str, Any] | None:
+    try:
+        return next(stream)  # type: ignore[no-any-return]
+    except (StopIteration, docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return None
 
 
 def _explain(exc: docker.errors.APIError | docker.errors.NotFound) -> str:
@@ -293,6 +300,34 @@ class DockerEngine:
         info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))
         return info.get("ExitCode")
 
+    # -- events ---------------------------------------------------------------------------------
+
+    async def watch_container_events(
+        self, label: str, handle: Callable[[str, Mapping[str, str]], Awaitable[None]]
+    ) -> None:
+        """Call `handle(action, labels)` for every container event (die, start, destroy, ...) of
+        containers carrying `label`, until cancelled. Reconnects after Docker restarts."""
+        while True:
+            try:
+                stream = await self._run(
+                    "watch Docker events",
+                    lambda: self._client.events(decode=True, filters={"type": "container", "label": label}),
+                )
+            except BackendError as exc:
+                log.debug("event watch unavailable (%s); retrying", exc)
+                await anyio.sleep(2)
+                continue
+            try:
+                while True:
+                    event = await anyio.to_thread.run_sync(_next_event, stream, abandon_on_cancel=True)
+                    if event is None:
+                        break
+                    attrs = event.get("Actor", {}).get("Attributes", {}) or {}
+                    await handle(str(event.get("Action", "")), attrs)
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
     # -- networks -------------------------------------------------------------------------------
 
     async def create_network(self, name: str, labels: Mapping[str, str]) -> str:
@@ -337,7 +372,7 @@ class DockerEngine:
         user: str = "",
         workdir: str | None = None,
         env: Mapping[str, str] | None = None,
-        on_stderr: Callable[[bytes], Awaitable[None]] | None = None,
+        on_stderr: Callable[[bytes], Coroutine[Any, Any, None]] | None = None,
         max_stdout: int = 64 * 1024 * 1024,
         stderr_keep: int = 64 * 1024,
     ) -> ExecOutput:

@@ -81,6 +81,8 @@ class Store:
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA busy_timeout=5000")
+        # WAL + NORMAL: commits survive a process crash; only an OS crash may lose the last ones.
+        await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         store = cls(conn)
         await store.migrate()
@@ -161,6 +163,26 @@ class Store:
         async with self._db.execute("SELECT COUNT(*) FROM sandboxes") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    # -- interpreter contexts ---------------------------------------------------------------
+
+    async def swap_context_agent(self, sandbox_id: str, language: str, name: str, agent_started: float) -> float | None:
+        """Record that the context now lives in the daemon started at `agent_started`; return
+        the daemon it lived in before (None if the context is new)."""
+        async with self._db.execute(
+            "SELECT agent_started FROM contexts WHERE sandbox_id = ? AND language = ? AND name = ?",
+            (sandbox_id, language, name),
+        ) as cur:
+            row = await cur.fetchone()
+        await self._db.execute(
+            "INSERT OR REPLACE INTO contexts VALUES (?, ?, ?, ?)", (sandbox_id, language, name, agent_started)
+        )
+        await self._db.commit()
+        return float(row[0]) if row else None
+
+    async def forget_contexts(self, sandbox_id: str) -> None:
+        await self._db.execute("DELETE FROM contexts WHERE sandbox_id = ?", (sandbox_id,))
+        await self._db.commit()
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ class ChannelPool:
         self._tg = tg
         self._channels: dict[str, AgentChannel] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        # The daemon's start time per sandbox, from its hello: tells a restarted sandbox apart.
+        self.agent_started: dict[str, float] = {}
+
+    def is_open(self, sandbox_id: str) -> bool:
+        channel = self._channels.get(sandbox_id)
+        return channel is not None and not channel.closed
 
     async def get(self, rec: SandboxRecord) -> AgentChannel:
         channel = self._channels.get(rec.id)
@@ -88,6 +94,9 @@ class ChannelPool:
                     ) from exc
                 raise AgentFailure(f"sandbox {rec.id}: the in-sandbox agent did not start ({exc})") from exc
             if hello.get("version") == AGENT_VERSION or attempt == 1:
+                started = hello.get("started")
+                if isinstance(started, int | float):
+                    self.agent_started[rec.id] = float(started)
                 return channel
             # A daemon from an older Corral is still running in the sandbox: replace it.
             log.info("sandbox %s: replacing agent %s with %s", rec.id, hello.get("version"), AGENT_VERSION)

@@ -107,6 +107,7 @@ async def run_code(
         ref, "code_run", params, timeout=limit + HOST_GRACE, on_event=_events(on_output)
     )
     images = _decode_images(res.get("images"), policy.max_file_bytes)
+    notice = await _context_continuity(service, ref, language, context)
     error = res.get("error")
     result = CodeResult(
         stdout=str(res.get("stdout", "")),
@@ -124,12 +125,28 @@ async def run_code(
         images=len(images),
         timed_out=bool(res.get("timed_out", False)),
         interrupted=bool(res.get("interrupted", False)),
-        state_lost=bool(res.get("state_lost", False)),
+        state_lost=bool(res.get("state_lost", False)) or notice is not None,
+        notice=notice,
         language=language,
         context=context,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return result, images
+
+
+async def _context_continuity(service: SandboxService, ref: str, language: str, context: str) -> str | None:
+    """Say plainly when a context's earlier state is gone because its sandbox restarted."""
+    rec = await service.resolve(ref)
+    started = service.channels.agent_started.get(rec.id)
+    if started is None:
+        return None
+    before = await service.store.swap_context_agent(rec.id, language, context, started)
+    if before is None or before == started:
+        return None
+    return (
+        f"The sandbox restarted since context {context!r} ({language}) last ran: its variables, imports "
+        "and definitions from earlier calls are gone. Files in the sandbox are kept."
+    )
 
 
 def _cap(text: Any, limit: int) -> str | None:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from corral.service.validation import check_path
 log = logging.getLogger(__name__)
 
 OnProgress = Callable[[float, float | None, str], Awaitable[None]]  # (progress, total, message)
+Listener = Callable[[bytes], Coroutine[Any, Any, None]]  # gets stderr as it comes
 
 EGRESS_NETWORK = "corral-egress"
 STAGING = "/tmp/.corral/git"  # in the sandbox: transfers in flight
@@ -73,7 +74,7 @@ HELPER_ENV = {
 
 class GitCredentials(BaseModel):
     username: str | None = Field(
-        None, description=f"User name; default '{DEFAULT_TOKEN_USER}', which suits an access token."
+        default=None, description=f"User name; default '{DEFAULT_TOKEN_USER}', which suits an access token."
     )
     password: SecretStr = Field(description="Password or access token.")
 
@@ -94,7 +95,7 @@ class GitFileChange(BaseModel):
     path: str
     change: Literal["modified", "added", "deleted", "renamed", "copied", "type-changed", "untracked", "conflicted"]
     staged: bool = Field(description="True: in the index (will be committed); false: only in the working tree.")
-    orig_path: str | None = Field(None, description="Former path of a renamed or copied file.")
+    orig_path: str | None = Field(default=None, description="Former path of a renamed or copied file.")
 
 
 class GitStatus(BaseModel):
@@ -112,7 +113,7 @@ class GitStatus(BaseModel):
 class GitDiff(BaseModel):
     repo: str
     diff: str = Field(description="Unified diff; empty if nothing differs.")
-    truncated: bool = Field(False, description="True if the middle of a long diff was cut.")
+    truncated: bool = Field(default=False, description="True if the middle of a long diff was cut.")
 
 
 class GitCommitInfo(BaseModel):
@@ -248,11 +249,7 @@ _AUTHOR_RE = re.compile(r"^([^<>\n]+?)\s*<([^<>\s]+)>$")
 
 def check_branch(name: str, what: str = "branch") -> str:
     bad = (
-        not _BRANCH_RE.match(name)
-        or ".." in name
-        or "//" in name
-        or name.endswith(("/", ".", ".lock"))
-        or "/." in name
+        not _BRANCH_RE.match(name) or ".." in name or "//" in name or name.endswith(("/", ".", ".lock")) or "/." in name
     )
     if bad:
         raise InvalidRequest(
@@ -363,7 +360,7 @@ class _Progress:
         except Exception as exc:
             log.debug("progress report failed: %r", exc)
 
-    def git(self, start: float, end: float) -> Callable[[bytes], Awaitable[None]]:
+    def git(self, start: float, end: float) -> Listener:
         """A stderr listener that maps git's --progress lines into [start, end]."""
         pending = ""
 
@@ -410,7 +407,7 @@ async def _run(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     max_output: int | None = None,
-    on_stderr: Callable[[bytes], Awaitable[None]] | None = None,
+    on_stderr: Listener | None = None,
 ) -> _Run:
     limit = service.settings.exec.max_timeout
     params: dict[str, Any] = {
@@ -456,10 +453,13 @@ async def _git_ok(service: SandboxService, ref: str, repo: str, *args: str, **kw
     return res
 
 
-def _failure(what: str, res: _Run | ExecOutput, *, url: str | None = None, repo: str | None = None) -> CorralError:
+def _failure(
+    what: str, res: _Run | ExecOutput, *, url: str | None = None, repo: str | None = None, sent_auth: bool = False
+) -> CorralError:
     """A git failure as an error the model can act on (callers redact it on the way out)."""
+    code: int | None
     if isinstance(res, ExecOutput):
-        text = (res.stderr.decode(errors="replace").strip() or res.stdout.decode(errors="replace").strip())
+        text = res.stderr.decode(errors="replace").strip() or res.stdout.decode(errors="replace").strip()
         text, code, timed_out = text[-2000:], res.exit_code, False
     else:
         text, code, timed_out = res.text, res.exit_code, res.timed_out
@@ -473,12 +473,13 @@ def _failure(what: str, res: _Run | ExecOutput, *, url: str | None = None, repo:
         return InvalidRequest(
             f"{repo} is not inside a git repository: clone one with git_clone, or run `git init` there"
         )
-    if "terminal prompts disabled" in low or "could not read username" in low or "could not read password" in low:
+    asked = "terminal prompts disabled" in low or "could not read username" in low or "could not read password" in low
+    if asked and not sent_auth:
         return InvalidRequest(
             f"{target} requires authentication: pass credentials "
             "{'username': ..., 'password': <password or access token>}"
         )
-    if any(s in low for s in ("authentication failed", "access denied", "error: 401", "error: 403")):
+    if asked or any(s in low for s in ("authentication failed", "access denied", "error: 401", "error: 403")):
         return InvalidRequest(
             f"authentication failed for {target}: the server rejected the credentials; check the user "
             "name and the password or token (and that it may access this repository)"
@@ -515,7 +516,9 @@ async def _upload(
 async def _download(service: SandboxService, ref: str, path: str) -> bytes:
     data = bytearray()
     while True:
-        res = await service.request(ref, "read_file", {"path": path, "offset": len(data), "max_bytes": CHUNK}, timeout=120)
+        res = await service.request(
+            ref, "read_file", {"path": path, "offset": len(data), "max_bytes": CHUNK}, timeout=120
+        )
         chunk = base64.b64decode(str(res.get("data_b64", "")))
         data += chunk
         if len(data) > MAX_TRANSFER:
@@ -577,7 +580,7 @@ class _Helper:
         argv: Sequence[str],
         *,
         auth: _Auth | None = None,
-        on_stderr: Callable[[bytes], Awaitable[None]] | None = None,
+        on_stderr: Listener | None = None,
         max_stdout: int = 4 * MIB,
     ) -> ExecOutput:
         limit = self.service.settings.exec.max_timeout
@@ -593,7 +596,9 @@ class _Helper:
                     max_stdout=max_stdout,
                 )
         except TimeoutError:
-            raise InvalidRequest(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish within {limit:g} s") from None
+            raise InvalidRequest(
+                f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish within {limit:g} s"
+            ) from None
         except PayloadTooLarge:
             raise PayloadTooLarge(
                 f"the repository is larger than {max_stdout // MIB} MiB, Corral's transfer limit"
@@ -654,7 +659,11 @@ async def _helper(
 
 async def _missing_branch_error(helper: _Helper, url: str, auth: _Auth | None, branch: str) -> CorralError:
     res = await helper.run(["git", "ls-remote", "--heads", "--", url], auth=auth)
-    names = [line.split("refs/heads/", 1)[1] for line in res.stdout.decode(errors="replace").splitlines() if "refs/heads/" in line]
+    names = [
+        line.split("refs/heads/", 1)[1]
+        for line in res.stdout.decode(errors="replace").splitlines()
+        if "refs/heads/" in line
+    ]
     listing = ", ".join(names[:50]) or "none (the repository is empty)"
     return InvalidRequest(f"branch {branch!r} does not exist in {url}; its branches are: {listing}")
 
@@ -688,7 +697,9 @@ fi
 async def _info(
     service: SandboxService, ref: str, repo: str, *, count: bool = False, remote: str = "", branch: str = ""
 ) -> dict[str, str]:
-    res = await _run(service, ref, ["sh", "-c", _INFO_SCRIPT, "sh", repo, "1" if count else "", remote, branch], cwd="/")
+    res = await _run(
+        service, ref, ["sh", "-c", _INFO_SCRIPT, "sh", repo, "1" if count else "", remote, branch], cwd="/"
+    )
     if res.exit_code == 3:
         raise InvalidRequest(f"{repo} does not exist or is not a directory in the sandbox")
     if res.exit_code == 4:
@@ -771,26 +782,30 @@ async def clone(
         if rec.network != "none":
             via: Literal["helper", "direct"] = "direct"
             res = await _run(
-                service, ref, ["git", "clone", *options, "--", clean_url, dest],
-                env=auth.env() if auth else None, on_stderr=progress.git(0, 95),
+                service,
+                ref,
+                ["git", "clone", *options, "--", clean_url, dest],
+                env=auth.env() if auth else None,
+                on_stderr=progress.git(0, 95),
             )
             if not res.ok:
                 await _run(service, ref, ["rm", "-rf", "--", dest], cwd="/")
                 if branch and _is_missing_branch(res.text):
                     raise InvalidRequest(f"branch {branch!r} does not exist in {clean_url}")
-                raise _failure("git clone", res, url=clean_url)
+                raise _failure("git clone", res, url=clean_url, sent_auth=auth is not None)
         else:
             via = "helper"
             async with _helper(service, rec) as helper:
                 await progress.step(1, "started a networked helper")
                 out = await helper.run(
                     ["git", "clone", *options, "--", clean_url, f"{HELPER_WORK}/repo"],
-                    auth=auth, on_stderr=progress.git(2, 60),
+                    auth=auth,
+                    on_stderr=progress.git(2, 60),
                 )
                 if out.exit_code != 0:
                     if branch and _is_missing_branch(out.stderr.decode(errors="replace")):
                         raise await _missing_branch_error(helper, clean_url, auth, branch)
-                    raise _failure("git clone", out, url=clean_url)
+                    raise _failure("git clone", out, url=clean_url, sent_auth=auth is not None)
                 packed = await helper.run(["tar", "-c", "-C", f"{HELPER_WORK}/repo", "."], max_stdout=MAX_TRANSFER)
                 if packed.exit_code != 0:
                     raise _failure("packing the clone", packed)
@@ -876,8 +891,16 @@ def parse_status(text: str, repo: str, limit: int = MAX_STATUS_FILES) -> GitStat
 async def status(service: SandboxService, ref: str, repo: str) -> GitStatus:
     repo = check_path(repo)
     res = await _git_ok(
-        service, ref, repo, "status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal",
-        env={"GIT_OPTIONAL_LOCKS": "0"}, max_output=1 * MIB,
+        service,
+        ref,
+        repo,
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "-z",
+        "--untracked-files=normal",
+        env={"GIT_OPTIONAL_LOCKS": "0"},
+        max_output=1 * MIB,
     )
     text = _OMITTED_RE.split(res.stdout, maxsplit=1)[0] if res.dropped else res.stdout
     result = parse_status(text, repo)
@@ -918,7 +941,7 @@ async def log_(
     args = ["log", f"--max-count={max_count}", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1e"]
     if rev is not None:
         args.append(check_rev(rev))
-    res = await _git(service, ref, repo, *args, "--", *check_repo_paths(paths), max_output=2 * MIB)
+    res = await _git(service, ref, repo, *args, "--", *check_repo_paths(paths), max_output=1 * MIB)
     if not res.ok:
         if "does not have any commits yet" in res.text:
             return GitLog(repo=repo, commits=[])
@@ -929,7 +952,9 @@ async def log_(
     for record in res.stdout.split("\x1e"):
         parts = record.strip("\n").split("\x1f")
         if len(parts) == 5:
-            commits.append(GitCommitInfo(sha=parts[0], author=parts[1], email=parts[2], date=parts[3], subject=parts[4]))
+            commits.append(
+                GitCommitInfo(sha=parts[0], author=parts[1], email=parts[2], date=parts[3], subject=parts[4])
+            )
     return GitLog(repo=repo, commits=commits)
 
 
@@ -1015,7 +1040,9 @@ def parse_push(stdout: str) -> tuple[str, str] | None:
     return None
 
 
-def _push_outcome(out_text: str, err_text: str, code: int | None, url: str, remote: str, branch: str) -> str:
+def _push_outcome(
+    out_text: str, err_text: str, code: int | None, url: str, remote: str, branch: str, sent_auth: bool
+) -> str:
     parsed = parse_push(out_text)
     if parsed is not None and parsed[0] in _PUSH_FLAGS and code == 0:
         return _PUSH_FLAGS[parsed[0]]
@@ -1027,7 +1054,7 @@ def _push_outcome(out_text: str, err_text: str, code: int | None, url: str, remo
                 "then push again (or push with force=true to overwrite them)"
             )
         raise InvalidRequest(f"push of {branch} to {url} rejected: {summary}\n{err_text[-1500:]}")
-    raise _failure("git push", _Run(code, out_text, err_text, 0, False), url=url)
+    raise _failure("git push", _Run(code, out_text, err_text, 0, False), url=url, sent_auth=sent_auth)
 
 
 _AFTER_PUSH_SCRIPT = r"""
@@ -1072,10 +1099,19 @@ async def push(
         if rec.network != "none":
             via: Literal["helper", "direct"] = "direct"
             res = await _git(
-                service, ref, repo, "push", "--progress", "--porcelain", "--", remote, refspec,
-                env=auth.env() if auth else None, on_stderr=progress.git(0, 95),
+                service,
+                ref,
+                repo,
+                "push",
+                "--progress",
+                "--porcelain",
+                "--",
+                remote,
+                refspec,
+                env=auth.env() if auth else None,
+                on_stderr=progress.git(0, 95),
             )
-            outcome = _push_outcome(res.stdout, res.stderr, res.exit_code, url, remote, name)
+            outcome = _push_outcome(res.stdout, res.stderr, res.exit_code, url, remote, name, auth is not None)
         else:
             via = "helper"
             data = await _pack_repo(service, ref, repo, progress, 30)
@@ -1085,10 +1121,17 @@ async def push(
                     raise _failure("preparing the push", init)
                 out = await helper.run(
                     ["git", "--git-dir=repo.git", "push", "--progress", "--porcelain", "--", url, refspec],
-                    auth=auth, on_stderr=progress.git(32, 95),
+                    auth=auth,
+                    on_stderr=progress.git(32, 95),
                 )
             outcome = _push_outcome(
-                out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace"), out.exit_code, url, remote, name
+                out.stdout.decode(errors="replace"),
+                out.stderr.decode(errors="replace"),
+                out.exit_code,
+                url,
+                remote,
+                name,
+                auth is not None,
             )
         head = info["branch_head"]
         await _run(service, ref, ["sh", "-c", _AFTER_PUSH_SCRIPT, "sh", repo, remote, name, head], cwd="/")
@@ -1130,17 +1173,25 @@ async def pull(
         if rec.network != "none":
             via: Literal["helper", "direct"] = "direct"
             res = await _git(
-                service, ref, repo, "fetch", "--progress", "--", remote, f"+refs/heads/{remote_branch}:{tracking}",
-                env=auth.env() if auth else None, on_stderr=progress.git(0, 90),
+                service,
+                ref,
+                repo,
+                "fetch",
+                "--progress",
+                "--",
+                remote,
+                f"+refs/heads/{remote_branch}:{tracking}",
+                env=auth.env() if auth else None,
+                on_stderr=progress.git(0, 90),
             )
             if not res.ok:
                 if _is_missing_branch(res.text):
                     raise InvalidRequest(f"branch {remote_branch!r} does not exist in {url}")
-                raise _failure("git fetch", res, url=url)
+                raise _failure("git fetch", res, url=url, sent_auth=auth is not None)
         else:
             via = "helper"
             await _fetch_via_helper(service, ref, rec, repo, url, auth, remote_branch, tracking, progress)
-        return await _merge(service, ref, repo, remote, local, remote_branch, tracking, before, via, progress)
+        return await _merge(service, ref, repo, url, remote, local, remote_branch, tracking, before, via, progress)
 
 
 _FETCHED = "refs/corral/fetched"
@@ -1166,14 +1217,23 @@ async def _fetch_via_helper(
         if init.exit_code != 0:
             raise _failure("preparing the fetch", init)
         out = await helper.run(
-            ["git", "--git-dir=repo.git", "fetch", "--progress", "--no-tags", "--", url,
-             f"+refs/heads/{remote_branch}:{_FETCHED}"],
-            auth=auth, on_stderr=progress.git(22, 75),
+            [
+                "git",
+                "--git-dir=repo.git",
+                "fetch",
+                "--progress",
+                "--no-tags",
+                "--",
+                url,
+                f"+refs/heads/{remote_branch}:{_FETCHED}",
+            ],
+            auth=auth,
+            on_stderr=progress.git(22, 75),
         )
         if out.exit_code != 0:
             if _is_missing_branch(out.stderr.decode(errors="replace")):
                 raise await _missing_branch_error(helper, url, auth, remote_branch)
-            raise _failure("git fetch", out, url=url)
+            raise _failure("git fetch", out, url=url, sent_auth=auth is not None)
         known = ["--not", "--branches", "--remotes", "--tags"]
         sha = (await helper.run(["git", "--git-dir=repo.git", "rev-parse", _FETCHED])).stdout.decode().strip()
         new = await helper.run(["git", "--git-dir=repo.git", "rev-list", "-n1", _FETCHED, *known])
@@ -1200,6 +1260,7 @@ async def _merge(
     service: SandboxService,
     ref: str,
     repo: str,
+    url: str,
     remote: str,
     local: str,
     remote_branch: str,
@@ -1209,16 +1270,31 @@ async def _merge(
     progress: _Progress,
 ) -> GitPullResult:
     env = await _identity_env(service, ref, repo, None)
-    res = await _git(service, ref, repo, "merge", "--no-edit", "--", tracking, env=env)
+    message = f"Merge branch '{remote_branch}' of {url}"
+    res = await _git(service, ref, repo, "merge", "--no-edit", "-m", message, "--", tracking, env=env)
     after = (await _info(service, ref, repo)).get("head") or None
-    base = {"repo": repo, "remote": remote, "branch": local, "remote_branch": remote_branch, "via": via}
+
+    def result_of(result: Literal["up-to-date", "fast-forward", "merged", "conflict"], **extra: Any) -> GitPullResult:
+        return GitPullResult(
+            repo=repo,
+            remote=remote,
+            branch=local,
+            remote_branch=remote_branch,
+            via=via,
+            before=before,
+            after=after,
+            result=result,
+            **extra,
+        )
+
     if not res.ok:
         conflicted = await _git(service, ref, repo, "diff", "--name-only", "--diff-filter=U")
         files = [f for f in conflicted.stdout.splitlines() if f]
         if files:
             await progress.step(100, "merge conflict")
-            return GitPullResult(
-                **base, before=before, after=after, result="conflict", conflicts=files,
+            return result_of(
+                "conflict",
+                conflicts=files,
                 message="The merge stopped with conflicts: edit the files to resolve them, then git_commit; "
                 "or abort with run_command 'git merge --abort'.",
             )
@@ -1233,4 +1309,4 @@ async def _merge(
     else:
         result = "merged"
     await progress.step(100, f"{result}: {remote}/{remote_branch} into {local}")
-    return GitPullResult(**base, before=before, after=after, result=result)
+    return result_of(result)

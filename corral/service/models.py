@@ -78,6 +78,7 @@ class CodeResult(BaseModel):
     state_lost: bool = Field(
         False, description="True if the interpreter had to be restarted: variables and imports are gone."
     )
+    notice: str | None = Field(None, description="Something you should know about this run's context.")
     language: str
     context: str
     duration_ms: float

@@ -75,6 +75,7 @@ class SandboxService:
                     await service.ports.restore()
                 except Exception:
                     log.exception("could not re-open the exposed ports")
+                tg.start_soon(engine.watch_container_events, service.owner_filter, service._on_container_event)
                 try:
                     yield service
                 finally:
@@ -244,6 +245,7 @@ class SandboxService:
             await self.ports.close_sandbox(rec.id)
             await self.store.delete_processes(rec.id)
             await self.store.delete_sandbox(rec.id)
+            await self.store.forget_contexts(rec.id)
         self._locks.pop(rec.id, None)
         return rec
 
@@ -264,9 +266,30 @@ class SandboxService:
             rec = rec.with_(status=status)
         return rec
 
+    async def _on_container_event(self, action: str, labels: Mapping[str, str]) -> None:
+        """Docker told us a container changed: a stopped or restarted sandbox's agent channel is
+        dead (its exec stream does not always close), so drop it and record the new status."""
+        sandbox_id = labels.get(f"{LABEL_NAMESPACE}.sandbox")
+        if not sandbox_id or action not in ("die", "stop", "kill", "destroy", "start"):
+            return
+        if action != "start":
+            await self.channels.drop(sandbox_id)
+        rec = await self.store.get_sandbox(sandbox_id)
+        if rec is None or rec.status == "creating":
+            return
+        status = {"destroy": "lost", "start": "running"}.get(action, "stopped")
+        if status != rec.status:
+            await self.store.update_sandbox(sandbox_id, status=status)
+
     async def use(self, ref: str) -> SandboxRecord:
-        """Resolve and make ready: a stopped sandbox is started again; a lost one is an error."""
+        """Resolve and make ready: a stopped sandbox is started again; a lost one is an error.
+
+        The fast path (a running sandbox with a live channel) costs one SQLite read: Docker's event
+        stream keeps the status current, so no per-call inspect is needed.
+        """
         rec = await self.resolve(ref)
+        if rec.status == "running" and self.channels.is_open(rec.id):
+            return await self._touch(rec)
         async with self._lock(rec.id):
             rec = await self._refresh(rec)
             if rec.status == "lost":
@@ -281,9 +304,15 @@ class SandboxService:
                 await self.engine.start(rec.container_id)
                 await self.store.update_sandbox(rec.id, status="running")
                 rec = rec.with_(status="running")
-            now = time.time()
+            return await self._touch(rec)
+
+    async def _touch(self, rec: SandboxRecord) -> SandboxRecord:
+        now = time.time()
+        # A commit per call would cost more than the call itself; minute precision is plenty.
+        if now - rec.last_used_at > 60:
             await self.store.update_sandbox(rec.id, last_used_at=now)
             return rec.with_(last_used_at=now)
+        return rec
 
     async def request(
         self,
