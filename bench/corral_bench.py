@@ -53,9 +53,7 @@ def versus(this_ms: float, base_ms: float) -> str:
     """How this p50 compares with a baseline p50 measured in the same run."""
     if not (this_ms > 0 and base_ms > 0):
         return "—"
-    return (
-        f"{ratio(base_ms / this_ms)} faster" if base_ms >= this_ms else f"{ratio(this_ms / base_ms)} slower"
-    )
+    return f"{ratio(base_ms / this_ms)} faster" if base_ms >= this_ms else f"{ratio(this_ms / base_ms)} slower"
 
 
 def _text(result: Any) -> str:
@@ -76,9 +74,7 @@ async def timed(fn: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[float, dic
 
 
 async def run_print1(client: Client, sandbox: str, context: str = "default") -> tuple[float, dict[str, Any]]:
-    elapsed, out = await timed(
-        lambda: call(client, "run_code", sandbox=sandbox, code=PRINT1, context=context)
-    )
+    elapsed, out = await timed(lambda: call(client, "run_code", sandbox=sandbox, code=PRINT1, context=context))
     if out.get("stdout") != "1\n" or out.get("error"):
         raise BenchError(f"run_code print(1) returned {out!r:.300}")
     return elapsed, out
@@ -135,7 +131,7 @@ async def bench_rtt(ctx: Ctx) -> None:
         st = res.summaries["rtt.stdio"]
         table.add_latency("Corral, stdio MCP client (`corral serve`)", st, versus(st.p50, d.p50))
     table.add_latency("bare docker exec (baseline)", d, "baseline")
-    table.notes.append(
+    table.note(
         f"Time spent inside the sandbox per call, as the agent reports it (`duration_ms`): p50 "
         f"{ms(res.summaries['rtt.inside'].p50)} ms; the rest is MCP, the audit record in SQLite and the "
         "agent channel."
@@ -192,15 +188,11 @@ async def bench_files(ctx: Ctx) -> None:
         warmup = 3
         for i in range(warmup + n):
             t_w, out = await timed(
-                lambda path=path, args=args: call(
-                    client, "write_file", sandbox=ctx.sandbox, path=path, **args
-                )
+                lambda path=path, args=args: call(client, "write_file", sandbox=ctx.sandbox, path=path, **args)
             )
             if out.get("size") != size:
                 raise BenchError(f"write_file wrote {out.get('size')} bytes, not {size}")
-            t_r, back = await timed(
-                lambda path=path: call(client, "read_file", sandbox=ctx.sandbox, path=path)
-            )
+            t_r, back = await timed(lambda path=path: call(client, "read_file", sandbox=ctx.sandbox, path=path))
             got = {k: back.get(k) for k in expect}
             if got != expect or back.get("truncated"):
                 raise BenchError(
@@ -411,7 +403,7 @@ async def bench_concurrency(ctx: Ctx) -> None:
         table.add(f"Corral N={n}, warm", *_burst_cells(warm, versus(warm_p50, bare_p50)))
         table.add(f"bare docker exec N={n} (baseline)", *_burst_cells(bare, "baseline"))
         for err in (cold.errors + warm.errors)[:5]:
-            table.notes.append(f"N={n} error: {err[:300]}")
+            table.note(f"N={n} error: {err[:300]}")
 
 
 # -- 6. idle memory per sandbox -----------------------------------------------------------------------------
@@ -480,9 +472,7 @@ async def bench_memory(ctx: Ctx) -> None:
         pss = sum(m.host_pss for m in mems) / len(mems)
         rss = sum(m.host_rss for m in mems) / len(mems)
         procs = sum(m.host_procs for m in mems) / len(mems)
-        table.add(
-            label, str(len(mems)), mib(cg.mean), mib(cg.p50), mib(cg.max), mib(pss), mib(rss), f"{procs:.0f}"
-        )
+        table.add(label, str(len(mems)), mib(cg.mean), mib(cg.p50), mib(cg.max), mib(pss), mib(rss), f"{procs:.0f}")
         key = "corral" if label.startswith("Corral") else "bare"
         res.extra[f"memory.{key}.cgroup_mib"] = cg.mean / (1024 * 1024)
         res.extra[f"memory.{key}.pss_mib"] = pss / (1024 * 1024)

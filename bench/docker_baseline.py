@@ -109,9 +109,7 @@ def container_kwargs(image: str, labels: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def create_start_samples(
-    client: Any, image: str, labels: Mapping[str, str], n: int
-) -> tuple[list[float], list[float]]:
+def create_start_samples(client: Any, image: str, labels: Mapping[str, str], n: int) -> tuple[list[float], list[float]]:
     """Bare `docker run -d` (create + start) of a sandbox-like container, then `docker rm -f`."""
     create_ms: list[float] = []
     remove_ms: list[float] = []

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bench.corral_bench import STATE_CELLS, Ctx, versus
-from bench.report import LATENCY_HEADERS, Results
+from bench.report import LATENCY_HEADERS, Results, Table
 from bench.stats import Summary, ms
 from corral.config import Limits
 
@@ -34,9 +34,7 @@ def _ms(since: float) -> float:
 
 def alias_image(ctx: Ctx) -> str:
     """`corral/sandbox:2` plus `/usr/local/bin/python -> python3`, built offline."""
-    dockerfile = (
-        f"FROM {ctx.image}\nUSER root\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\nUSER sandbox\n"
-    )
+    dockerfile = f"FROM {ctx.image}\nUSER root\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\nUSER sandbox\n"
     ctx.docker.images.build(
         fileobj=io.BytesIO(dockerfile.encode()),
         tag=ALIAS_TAG,
@@ -101,8 +99,7 @@ def run_ok(session: Any, code: str, expect_last_line: str | None) -> float:
     lines = (out.stdout or "").split()
     if out.exit_code != 0 or (expect_last_line is not None and (not lines or lines[-1] != expect_last_line)):
         raise RuntimeError(
-            f"llm-sandbox run returned exit {out.exit_code}, stdout {out.stdout!r:.200}, "
-            f"stderr {out.stderr!r:.300}"
+            f"llm-sandbox run returned exit {out.exit_code}, stdout {out.stdout!r:.200}, stderr {out.stderr!r:.300}"
         )
     return elapsed
 
@@ -113,24 +110,23 @@ def llm_phase(ctx: Ctx) -> None:
         import llm_sandbox  # noqa: F401
         from llm_sandbox import SandboxBackend, SandboxSession
     except ImportError as exc:
-        res.notes.append(
+        res.note(
             f"llm-sandbox is not installed ({exc}); install it with `.venv/bin/pip install "
             "'llm-sandbox[docker]'` to get the side-by-side figures."
         )
         res.failures.append("llm-sandbox: not installed, side-by-side comparison skipped")
         return
 
-    rtt = res.table(
-        "rtt", "run_code('print(1)') round trip", ["path", *LATENCY_HEADERS, "vs bare docker exec"]
-    )
-    create = res.table("create", "create_sandbox (cold)", ["operation", *LATENCY_HEADERS, "vs bare docker"])
+    def rtt_table() -> Table:
+        return res.table("rtt", "run_code('print(1)') round trip", ["path", *LATENCY_HEADERS, "vs bare docker exec"])
+
     try:
         image = alias_image(ctx)
     except Exception as exc:
         res.fail("llm-sandbox: building the python->python3 alias image", exc)
         return
 
-    def open_session(user: str | None, **extra: Any) -> tuple[Any, float]:
+    def open_session(user: str | None) -> tuple[Any, float]:
         session = SandboxSession(
             backend=SandboxBackend.DOCKER,
             client=ctx.docker,
@@ -141,7 +137,6 @@ def llm_phase(ctx: Ctx) -> None:
             skip_environment_setup=True,
             runtime_configs=runtime_configs(ctx, user),
             default_timeout=60,
-            **extra,
         )
         t0 = time.perf_counter()
         session.open()
@@ -156,32 +151,60 @@ def llm_phase(ctx: Ctx) -> None:
     for key, user, label in variants:
         try:
             session, opened = with_deadline(lambda user=user: open_session(user), 300, "llm-sandbox open")
-            opens.append(opened)
-            try:
-                for _ in range(3):
-                    run_ok(session, "print(1)", "1")
-                samples = [run_ok(session, "print(1)", "1") for _ in range(cfg.llm_calls)]
-                if key == "root" and "state" in ctx.only:
-                    replay_sessions(session, ctx)
-            finally:
-                session.close()
         except Exception as exc:
-            res.fail(f"llm-sandbox ({label})", exc)
+            res.fail(f"{label}: open", exc)
             continue
+        opens.append(opened)
+        try:
+            for _ in range(3):
+                run_ok(session, "print(1)", "1")
+            samples = [run_ok(session, "print(1)", "1") for _ in range(cfg.llm_calls)]
+            if key == "root" and "state" in ctx.only:
+                replay_sessions(session, ctx)
+        except Exception as exc:
+            if key == "root":
+                res.fail(label, exc)
+            else:  # a known limitation under gVisor: say exactly what happened, with evidence
+                rtt_table().add(label, "0", "did not run (see note)")
+                res.note(
+                    f"{label} could not run code here: {' '.join(str(exc).split())[:300]} {_root_exec_caps(session)}"
+                )
+            continue
+        finally:
+            session.close()
         s = res.summaries[f"rtt.llm.{key}"] = Summary.of(samples)
-        rtt.add_latency(label, s, versus(s.p50, docker_p50))
+        rtt_table().add_latency(label, s, versus(s.p50, docker_p50))
+    rtt_table().note(
+        "llm-sandbox `session.run(code)` per call: `mkdir -p` by `docker exec`, the code copied in with "
+        "`put_archive`, (non-root user only) `chown` by `docker exec -u root`, then `python FILE` by "
+        "`docker exec`: a fresh Python process each time."
+    )
     if opens:
         o = Summary.of(opens)
         create_p50 = res.summaries["create.docker"].p50 if "create.docker" in res.summaries else float("nan")
-        create.add_latency("llm-sandbox SandboxSession.open() (both variants)", o, versus(o.p50, create_p50))
-    rtt.notes.append(
-        "llm-sandbox `session.run(code)` per call: `mkdir -p` by `docker exec`, the code copied in with "
-        "`put_archive`, (user 1000 only) `chown` by `docker exec` as root, then `python FILE` by "
-        "`docker exec` "
-        "— a fresh Python process each time."
-    )
+        res.table("create", "create_sandbox (cold)", ["operation", *LATENCY_HEADERS, "vs bare docker"]).add_latency(
+            "llm-sandbox SandboxSession.open()", o, versus(o.p50, create_p50)
+        )
     if "state" in ctx.only:
         interactive_attempt(ctx, image)
+
+
+def _root_exec_caps(session: Any) -> str:
+    """Why llm-sandbox's `chown` (a `docker exec -u root`) can fail: the capabilities such an exec gets."""
+    try:
+        out = session.container.exec_run(["grep", "CapEff", "/proc/self/status"], user="root")
+        caps = out.output.decode(errors="replace").split()[-1]
+    except Exception as exc:
+        return f"(could not read the capabilities of a root exec: {exc})"
+    if caps.strip("0"):
+        return f"A `docker exec -u root` in that container has capabilities {caps}."
+    return (
+        "Cause: a `docker exec -u root` into that gVisor container (started as uid 1000) has no "
+        f"capabilities at all (CapEff {caps}, read in this run), so llm-sandbox's `chown` of the code file "
+        "fails (it does not check), the file stays root-owned with mode 0600, and `python FILE` as uid "
+        "1000 cannot open it. (Under runc the same exec gets Docker's default capabilities; checked by "
+        "hand with `docker exec -u root ... grep CapEff /proc/self/status`, not in this run.)"
+    )
 
 
 def replay_sessions(session: Any, ctx: Ctx) -> None:
@@ -205,6 +228,15 @@ def replay_sessions(session: Any, ctx: Ctx) -> None:
     table.add_latency("llm-sandbox replay, whole 10-call session", res.summaries["state.llm.session"])
 
 
+def _gist(message: str) -> str:
+    """The telling part of an llm-sandbox error: its first line plus pip's ERROR lines, if any."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if not lines:
+        return "(no message)"
+    keep = [lines[0][:200], *[ln[:200] for ln in lines[1:] if ln.startswith("ERROR")][:3]]
+    return " / ".join(keep)
+
+
 def interactive_attempt(ctx: Ctx, image: str) -> None:
     """llm-sandbox's own answer to state is InteractiveSandboxSession (an IPython kernel in the sandbox).
     Try it exactly as documented, on the same image and runtime, and report what happens."""
@@ -213,7 +245,7 @@ def interactive_attempt(ctx: Ctx, image: str) -> None:
     try:
         from llm_sandbox import InteractiveSandboxSession, SandboxBackend
     except ImportError as exc:
-        table.notes.append(f"llm-sandbox InteractiveSandboxSession: not importable ({exc}).")
+        table.note(f"llm-sandbox InteractiveSandboxSession: not importable ({exc}).")
         return
     session = InteractiveSandboxSession(
         backend=SandboxBackend.DOCKER,
@@ -230,8 +262,8 @@ def interactive_attempt(ctx: Ctx, image: str) -> None:
         with_deadline(session.open, 300, "InteractiveSandboxSession.open")
     except Exception as exc:
         took = _ms(t0) / 1000
-        message = " ".join(str(exc).split())[:400]
-        table.notes.append(
+        message = _gist(str(exc))
+        table.note(
             f"llm-sandbox `InteractiveSandboxSession` (its persistent IPython mode) could not start here: "
             f'`open()` failed after {took:.0f} s with {type(exc).__name__}: "{message}". It installs its '
             "kernel with `pip install ipython` inside the sandbox at every open, which needs a package "

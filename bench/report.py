@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.stats import Summary, ms, ratio
 
+FIRST = 46  # console width of the first column
 LATENCY_HEADERS = ["n", "p50 ms", "p95 ms", "mean ms", "min ms", "max ms"]
 
 
@@ -26,11 +28,15 @@ class Table:
     def add(self, *cells: str) -> None:
         row = [str(c) for c in cells]
         self.rows.append(row)
-        widths = [max(28, len(row[0]))] + [9] * (len(row) - 1)
+        widths = [max(FIRST, len(row[0]))] + [9] * (len(row) - 1)
         line = "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))
         )
         print(f"  {line}", flush=True)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {textwrap.shorten(text, 400)}", flush=True)
 
     def add_latency(self, name: str, s: Summary, *extra: str) -> None:
         self.add(name, *latency_cells(s), *extra)
@@ -73,13 +79,21 @@ class Results:
     summaries: dict[str, Summary] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    _printing: str = ""
 
     def table(self, key: str, title: str, headers: list[str], about: str = "") -> Table:
-        if key not in self.tables:
+        existed = key in self.tables
+        if not existed:
             self.tables[key] = Table(title, headers, about)
-            print(f"\n== {title}", flush=True)
-            print("  " + "  ".join(h.ljust(28) if i == 0 else h.rjust(9) for i, h in enumerate(headers)))
+        if self._printing != key:  # a header on the console whenever rows go to another table
+            self._printing = key
+            print(f"\n== {title}{' (continued)' if existed else ''}", flush=True)
+            print("  " + "  ".join(h.ljust(FIRST) if i == 0 else h.rjust(9) for i, h in enumerate(headers)))
         return self.tables[key]
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {textwrap.shorten(text, 400)}", flush=True)
 
     def fail(self, what: str, exc: BaseException) -> None:
         msg = f"{what}: {type(exc).__name__}: {exc}"
@@ -95,7 +109,7 @@ class Results:
 
     def markdown(self) -> str:
         out = ["# Corral benchmark results", ""]
-        kind = "**quick run** (reduced counts; not the reference figures)" if self.quick else "full run"
+        kind = "a **quick run**: reduced counts, not the reference figures" if self.quick else "a full run"
         out += [
             f"Written by `{self.command}` ({kind}) on {self.facts.get('date', '?')}, "
             f"in {self.elapsed_s:.0f} s. What each figure means: [README.md](README.md). "

@@ -38,12 +38,8 @@ ALL = ("rtt", "files", "create", "state", "concurrency", "memory", "llm")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--quick", action="store_true", help="reduced counts (smoke test); marked as such in the file"
-    )
-    p.add_argument(
-        "--output", type=Path, default=HERE / "RESULTS.md", help="where to write (default: %(default)s)"
-    )
+    p.add_argument("--quick", action="store_true", help="reduced counts (smoke test); marked as such in the file")
+    p.add_argument("--output", type=Path, default=HERE / "RESULTS.md", help="where to write (default: %(default)s)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of: {', '.join(ALL)}")
     p.add_argument("--image", default=DEFAULT_IMAGE, help="sandbox image (default: %(default)s)")
     args = p.parse_args(argv)
@@ -59,9 +55,7 @@ def reap(client: docker.DockerClient, owners: list[str]) -> int:
     """Remove every container carrying one of this run's owner labels (the run's safety net)."""
     removed = 0
     for owner in owners:
-        for container in client.containers.list(
-            all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}
-        ):
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}):
             try:
                 container.remove(force=True, v=True)
                 removed += 1
@@ -130,9 +124,7 @@ def evaluate(results: Results) -> None:
                     )
                 )
     elif "llm" in results.tables or any("llm-sandbox" in f for f in results.failures):
-        checks.append(
-            Check("print(1) per call vs llm-sandbox", "≥ 10x faster", "not measured (see failures)", None)
-        )
+        checks.append(Check("print(1) per call vs llm-sandbox", "≥ 10x faster", "not measured (see failures)", None))
     corral_state, llm_state = s.get("state.corral.call"), s.get("state.llm.call")
     if corral_state and llm_state:
         r = llm_state.p50 / corral_state.p50
@@ -200,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             removed = reap(client, owners)
             remove_alias_image(client)
             left = sum(
-                len(client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={o}"}))
-                for o in owners
+                len(client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={o}"})) for o in owners
             )
             print(f"bench: removed {removed} container(s); {left} left with this run's labels", flush=True)
         finally:

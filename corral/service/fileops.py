@@ -530,8 +530,7 @@ def apply_line_edit(
         raise InvalidRequest(f"start_line must be between 1 and {len(lines)} ({path} has {len(lines)} lines)")
     if not start_line <= last <= len(lines):
         raise InvalidRequest(
-            f"end_line must be between start_line ({start_line}) and {len(lines)} "
-            f"({path} has {len(lines)} lines)"
+            f"end_line must be between start_line ({start_line}) and {len(lines)} ({path} has {len(lines)} lines)"
         )
     replaced = lines[start_line - 1 : last]
     ending = _line_ending(replaced[-1])
@@ -563,8 +562,7 @@ async def edit_file(
     full = sandbox_path(path)
     if old_text is None and start_line is None:
         raise InvalidRequest(
-            "say what to replace: old_text (an exact snippet of the file), or start_line/end_line "
-            "(a line range)"
+            "say what to replace: old_text (an exact snippet of the file), or start_line/end_line (a line range)"
         )
     if old_text is not None and (start_line is not None or end_line is not None):
         raise InvalidRequest("give either old_text or start_line/end_line, not both")
@@ -579,9 +577,7 @@ async def edit_file(
         )
     data = base64.b64decode(str(res.get("data_b64", "")))
     if old_text is not None:
-        updated, count, first = apply_snippet_edit(
-            data, old_text, new_text, replace_all=replace_all, path=full
-        )
+        updated, count, first = apply_snippet_edit(data, old_text, new_text, replace_all=replace_all, path=full)
         last = first + max(len(new_text.splitlines()), 1) - 1
     else:
         assert start_line is not None
@@ -613,9 +609,7 @@ async def edit_file(
 # -- delete, move, mkdir ------------------------------------------------------------------------------
 
 
-async def delete_path(
-    service: SandboxService, ref: str, path: str, *, recursive: bool = False
-) -> PathDeleted:
+async def delete_path(service: SandboxService, ref: str, path: str, *, recursive: bool = False) -> PathDeleted:
     full = sandbox_path(path)
     check_not_protected(full, "delete")
     reply = await run_fs(service, ref, "delete", {"path": full, "recursive": bool(recursive)})
@@ -631,9 +625,7 @@ async def move_path(
     check_not_protected(dst, "replace")
     if src == dst:
         raise InvalidRequest(f"source and destination are the same path ({src})")
-    reply = await run_fs(
-        service, ref, "move", {"source": src, "destination": dst, "overwrite": bool(overwrite)}
-    )
+    reply = await run_fs(service, ref, "move", {"source": src, "destination": dst, "overwrite": bool(overwrite)})
     return PathMoved(
         source=src, destination=dst, type=str(reply.get("type", "file")), replaced=bool(reply.get("replaced"))
     )
@@ -699,9 +691,7 @@ async def search_files(
     try:
         result = SearchResult.model_validate(reply)
     except ValidationError as exc:
-        raise AgentFailure(
-            f"search_files: malformed reply from the sandbox ({exc.error_count()} errors)"
-        ) from exc
+        raise AgentFailure(f"search_files: malformed reply from the sandbox ({exc.error_count()} errors)") from exc
     result.matches = result.matches[:max_results]
     return result
 
@@ -727,9 +717,7 @@ async def find_files(
     try:
         result = FindResult.model_validate(reply)
     except ValidationError as exc:
-        raise AgentFailure(
-            f"find_files: malformed reply from the sandbox ({exc.error_count()} errors)"
-        ) from exc
+        raise AgentFailure(f"find_files: malformed reply from the sandbox ({exc.error_count()} errors)") from exc
     result.entries = result.entries[:max_results]
     return result
 
@@ -776,9 +764,7 @@ def _inside(base: Path, rel: str) -> Path | None:
     return target if resolved == target or resolved.is_relative_to(base) else None
 
 
-async def upload(
-    service: SandboxService, ref: str, host: str, path: str, *, overwrite: bool = False
-) -> Transfer:
+async def upload(service: SandboxService, ref: str, host: str, path: str, *, overwrite: bool = False) -> Transfer:
     src = host_path(service, host)
     dst = sandbox_path(path)
     if dst == AGENT_DIR or dst.startswith(AGENT_DIR + "/"):
@@ -864,9 +850,7 @@ async def _upload_file(service: SandboxService, ref: str, source: Path, target: 
     return sent
 
 
-async def download(
-    service: SandboxService, ref: str, path: str, host: str, *, overwrite: bool = False
-) -> Transfer:
+async def download(service: SandboxService, ref: str, path: str, host: str, *, overwrite: bool = False) -> Transfer:
     src = sandbox_path(path)
     dst = host_path(service, host)
     stat = await service.request(ref, "stat", {"path": src}, timeout=30)
@@ -901,9 +885,7 @@ async def download(
         raise PayloadTooLarge(f"{src} holds more than {MAX_TRANSFER_FILES} entries; download less at once")
     total = sum(int(e.get("size") or 0) for e in entries if isinstance(e, dict) and e.get("type") == "file")
     if total > MAX_TRANSFER_BYTES:
-        raise PayloadTooLarge(
-            f"{src} is {total} bytes; one download copies at most {MAX_TRANSFER_BYTES} bytes"
-        )
+        raise PayloadTooLarge(f"{src} is {total} bytes; one download copies at most {MAX_TRANSFER_BYTES} bytes")
     dst.mkdir(parents=True, exist_ok=True)
     files = copied = 0
     for entry in entries:

@@ -91,8 +91,7 @@ class PortForwarder:
             mine = [key for key in self._forwards if key[0] == sandbox.id]
             if len(mine) >= MAX_PORTS:
                 raise QuotaExceeded(
-                    f"sandbox {sandbox.id} already exposes {len(mine)} ports (the limit); close_port one "
-                    "first"
+                    f"sandbox {sandbox.id} already exposes {len(mine)} ports (the limit); close_port one first"
                 )
             rec = PortRecord(sandbox.id, port, self._service.settings.port_host, 0, time.time())
             rec = await self._open(rec)
@@ -141,9 +140,7 @@ class PortForwarder:
                         rec.port,
                         rec.host_port,
                     )
-                    opened = await self._open(
-                        PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at)
-                    )
+                    opened = await self._open(PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at))
                 if opened != rec:
                     await self._service.store.upsert_port(opened)
 
@@ -195,9 +192,7 @@ class PortForwarder:
                 if sandbox.container_id is None:
                     return
                 argv = bootstrap_argv("tcp-relay", TARGET_HOST, str(rec.port))
-                remote = await self._service.engine.open_exec_stream(
-                    sandbox.container_id, argv, user=SANDBOX_USER
-                )
+                remote = await self._service.engine.open_exec_stream(sandbox.container_id, argv, user=SANDBOX_USER)
             except CorralError as exc:
                 log.info("sandbox %s port %d: connection refused: %s", rec.sandbox_id, rec.port, exc)
                 return

@@ -40,9 +40,7 @@ class ProcessInfo(BaseModel):
     cwd: str | None = None
     pid: int | None = Field(None, description="pid inside the sandbox.")
     running: bool
-    exit_code: int | None = Field(
-        None, description="Exit status once ended; negative = killed by that signal number."
-    )
+    exit_code: int | None = Field(None, description="Exit status once ended; negative = killed by that signal number.")
     started_at: float
     ended_at: float | None = None
 
@@ -247,9 +245,7 @@ async def _refresh_one(service: SandboxService, rec: ProcessRecord) -> ProcessRe
     return rec
 
 
-async def send_input(
-    service: SandboxService, process_id: str, text: str = "", *, eof: bool = False
-) -> InputSent:
+async def send_input(service: SandboxService, process_id: str, text: str = "", *, eof: bool = False) -> InputSent:
     rec = await _record(service, process_id)
     data = (text or "").encode()
     if not data and not eof:
@@ -270,9 +266,7 @@ async def send_input(
             ) from exc
         raise await _explain(service, rec, exc) from exc
     written = res.get("written")
-    return InputSent(
-        id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof
-    )
+    return InputSent(id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof)
 
 
 async def signal_process(service: SandboxService, process_id: str, signal: str = "TERM") -> ProcessInfo:
@@ -281,9 +275,7 @@ async def signal_process(service: SandboxService, process_id: str, signal: str =
     if name not in SIGNALS:
         raise InvalidRequest(f"unsupported signal {signal!r}; use one of: {', '.join(SIGNALS)}")
     try:
-        await service.request(
-            rec.sandbox_id, "proc_signal", {"proc_id": rec.agent_id, "signal": name}, timeout=30
-        )
+        await service.request(rec.sandbox_id, "proc_signal", {"proc_id": rec.agent_id, "signal": name}, timeout=30)
     except CorralError as exc:
         raise await _explain(service, rec, exc) from exc
     if name in ENDING_SIGNALS:
@@ -306,16 +298,12 @@ async def _refresh(service: SandboxService, sandbox_id: str) -> list[ProcessReco
     res = await service.request(sandbox_id, "proc_list", {}, timeout=30)
     procs = res.get("procs")
     states = {
-        p["proc_id"]: p
-        for p in (procs if isinstance(procs, list) else [])
-        if isinstance(p, dict) and "proc_id" in p
+        p["proc_id"]: p for p in (procs if isinstance(procs, list) else []) if isinstance(p, dict) and "proc_id" in p
     }
     updated = []
     for rec in records:
         state = states.get(rec.agent_id)
-        updated.append(
-            await (_update(service, rec, state) if state is not None else _mark_gone(service, rec))
-        )
+        updated.append(await (_update(service, rec, state) if state is not None else _mark_gone(service, rec)))
     return updated
 
 

@@ -35,6 +35,7 @@ class ToolSpec:
 
 # These modules build their ToolSpec lists at import, so they come after ToolSpec is defined.
 from corral.tools.fileops import FILE_TOOLS  # noqa: E402
+from corral.tools.git import GIT_TOOLS  # noqa: E402
 from corral.tools.processes import PROCESS_TOOLS  # noqa: E402
 
 GROUPS: dict[str, list[ToolSpec]] = {
@@ -58,6 +59,7 @@ GROUPS: dict[str, list[ToolSpec]] = {
         *FILE_TOOLS,
     ],
     "processes": PROCESS_TOOLS,
+    "git": GIT_TOOLS,
 }
 DEFAULT_GROUPS: tuple[str, ...] = tuple(GROUPS)
 

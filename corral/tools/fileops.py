@@ -94,9 +94,7 @@ async def make_dir(ctx: Context, sandbox: SandboxRef, path: PathArg) -> DirMade:
 async def search_files(
     ctx: Context,
     sandbox: SandboxRef,
-    pattern: Annotated[
-        str, Field(description="Python regular expression (or plain text with literal=true).")
-    ],
+    pattern: Annotated[str, Field(description="Python regular expression (or plain text with literal=true).")],
     path: DirArg = "/workspace",
     glob: Annotated[str | None, Field(description="Only files matching this glob, e.g. '*.py'.")] = None,
     literal: Annotated[bool, Field(description="Treat pattern as plain text.")] = False,
@@ -125,23 +123,17 @@ async def find_files(
     sandbox: SandboxRef,
     pattern: Annotated[
         str,
-        Field(
-            description="Glob: '*.py' matches names at any depth; 'src/**/*.ts' matches paths under `path`."
-        ),
+        Field(description="Glob: '*.py' matches names at any depth; 'src/**/*.ts' matches paths under `path`."),
     ],
     path: DirArg = "/workspace",
-    type: Annotated[
-        Literal["file", "dir", "any"], Field(description="Only files, only directories, or both.")
-    ] = "any",
+    type: Annotated[Literal["file", "dir", "any"], Field(description="Only files, only directories, or both.")] = "any",
     max_results: Annotated[int, Field(description="Stop after this many entries (max 1000).")] = 200,
 ) -> FindResult:
     """Find files and directories by name or path glob (*, **, ?, [abc], {a,b}).
 
     Skips the insides of .git, node_modules, __pycache__ and .venv directories.
     """
-    return await fileops.find_files(
-        service_of(ctx), sandbox, pattern, path=path, type=type, max_results=max_results
-    )
+    return await fileops.find_files(service_of(ctx), sandbox, pattern, path=path, type=type, max_results=max_results)
 
 
 @audited

@@ -49,15 +49,11 @@ async def process_output(
         Field(description="Cursor (next_cursor of an earlier reply); default: after the last reply."),
     ] = None,
     wait: Annotated[float, Field(description="Seconds to wait for new output or exit (max 30).")] = 0,
-    max_bytes: Annotated[
-        int | None, Field(description="Most output to return (default and max 64 KiB).")
-    ] = None,
+    max_bytes: Annotated[int | None, Field(description="Most output to return (default and max 64 KiB).")] = None,
 ) -> ProcessOutput:
     """Read a background process's new output (stdout and stderr combined) and whether it is still
     running. Successive calls return successive output: nothing is skipped between calls."""
-    return await processes.process_output(
-        service_of(ctx), process, since=since, wait=wait, max_bytes=max_bytes
-    )
+    return await processes.process_output(service_of(ctx), process, since=since, wait=wait, max_bytes=max_bytes)
 
 
 @audited

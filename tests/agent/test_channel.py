@@ -56,7 +56,7 @@ class FakeAgent:
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[AgentChannel, FakeAgent]]:
     host_end, agent_end = memory_stream_pair()
-    async with AgentChannel(host_end) as channel:
+    async with agent_end, AgentChannel(host_end) as channel:
         yield channel, FakeAgent(agent_end)
 
 

@@ -14,9 +14,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     not driver_python_has("matplotlib"), reason="matplotlib is not installed for the driver's Python"
 )
-needs_pil = pytest.mark.skipif(
-    not driver_python_has("PIL"), reason="Pillow is not installed for the driver's Python"
-)
+needs_pil = pytest.mark.skipif(not driver_python_has("PIL"), reason="Pillow is not installed for the driver's Python")
 
 
 def test_globals_and_imports_persist(py: Driver) -> None:

@@ -1218,10 +1218,10 @@ class ProcStore:
         pids = read_json(os.path.join(directory, "pid.json")) or {}
         ended = read_json(os.path.join(directory, "exit.json"))
         pid = pids.get("pid")
-        if ended is not None:
-            running = False
-        else:
-            running = pid_alive(pid, pids.get("ticks"))
+        waiter = (pids.get("waiter_pid"), pids.get("waiter_ticks"))
+        # Until exit.json exists a live waiter means "still running": between the command's exit
+        # and the waiter recording it, the exit code is not known yet.
+        running = ended is None and (pid_alive(pid, pids.get("ticks")) or pid_alive(*waiter))
         return {
             "proc_id": proc_id,
             "pid": pid,
@@ -1231,7 +1231,7 @@ class ProcStore:
             "exit_code": ended.get("exit_code") if ended else None,
             "started": spec.get("started"),
             "ended": ended.get("ended") if ended else None,
-            "_waiter": (pids.get("waiter_pid"), pids.get("waiter_ticks")),
+            "_waiter": waiter,
         }
 
     def list(self) -> list:

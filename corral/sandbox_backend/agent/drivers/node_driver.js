@@ -537,24 +537,41 @@ async function handle(request) {
 
 // ------------------------------------------------------------------ control channel
 
-function send(message) {
-  const data = Buffer.from(JSON.stringify(message) + '\n', 'utf8');
+function writeAll(fd, data) {
   let offset = 0;
   while (offset < data.length) {
     try {
-      offset += fs.writeSync(CTL_OUT_FD, data, offset, data.length - offset);
+      offset += fs.writeSync(fd, data, offset, data.length - offset);
     } catch (err) {
       if (err.code !== 'EAGAIN') throw err;
     }
   }
 }
 
-// The reply may only leave once everything the run printed has reached the pipes.
-function flushStdio(callback) {
-  let pending = 2;
-  const done = function () { pending -= 1; if (pending === 0) callback(); };
-  process.stdout.write('', done);
-  process.stderr.write('', done);
+function send(message) {
+  writeAll(CTL_OUT_FD, Buffer.from(JSON.stringify(message) + '\n', 'utf8'));
+}
+
+function toBuffer(chunk, encoding) {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (ArrayBuffer.isView(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  return Buffer.from(String(chunk), typeof encoding === 'string' ? encoding : 'utf8');
+}
+
+// stdout/stderr writes become plain synchronous syscalls. Output is then on the pipe before the
+// reply is sent, and an interrupt (which terminates JS wherever it is) can't leave a stream's
+// bookkeeping half-updated and the stream stuck for the rest of the session.
+function makeSyncWrite(fd) {
+  return function write(chunk, encoding, callback) {
+    const done = typeof encoding === 'function' ? encoding : callback;
+    try {
+      writeAll(fd, toBuffer(chunk, encoding));
+    } catch (err) {
+      if (err.code !== 'EPIPE') throw err;
+    }
+    if (typeof done === 'function') process.nextTick(done);
+    return true;
+  };
 }
 
 function parseRequest(line) {
@@ -574,11 +591,9 @@ function serve(realExit) {
     if (busy || queue.length === 0) return;
     busy = true;
     handle(queue.shift()).then(function (reply) {
-      flushStdio(function () {
-        send(reply);
-        busy = false;
-        pump();
-      });
+      send(reply);
+      busy = false;
+      pump();
     });
   };
   let buffered = '';
@@ -599,10 +614,11 @@ function serve(realExit) {
 }
 
 function configureProcess() {
-  // Blocking pipes: a busy synchronous loop that prints can't pile output up in memory.
-  for (const stream of [process.stdout, process.stderr]) {
+  [process.stdout, process.stderr].forEach(function (stream, n) {
+    // libuv made the pipe non-blocking; blocking writes don't spin on EAGAIN.
     if (stream._handle && typeof stream._handle.setBlocking === 'function') stream._handle.setBlocking(true);
-  }
+    stream.write = makeSyncWrite(n + 1);
+  });
   process.on('SIGINT', onSigint);
   process.on('uncaughtException', function (err) {
     process.stderr.write('Uncaught ' + (err && err.stack ? cleanStack(String(err.stack)) : inspect(err)) + '\n');

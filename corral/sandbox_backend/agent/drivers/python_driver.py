@@ -71,7 +71,7 @@ def _parse_request(line):
     try:
         request = json.loads(line.decode("utf-8", "replace"))
     except ValueError as exc:
-        return {"id": None, "bad": "malformed request: %s" % exc}
+        return {"id": None, "bad": f"malformed request: {exc}"}
     if not isinstance(request, dict) or not isinstance(request.get("code"), str):
         return {"id": request.get("id") if isinstance(request, dict) else None, "bad": "request needs 'code'"}
     return request
@@ -86,7 +86,7 @@ def cap_text(text, limit=MAX_TEXT_CHARS):
         return text
     half = limit // 2
     dropped = len(text) - 2 * half
-    return "%s\n... [%d characters truncated] ...\n%s" % (text[:half], dropped, text[-half:])
+    return f"{text[:half]}\n... [{dropped} characters truncated] ...\n{text[-half:]}"
 
 
 def clean_text(text, limit=MAX_TEXT_CHARS):
@@ -98,7 +98,7 @@ def _safe_str(exc):
     try:
         return str(exc)
     except Exception:
-        return "<unprintable %s>" % type(exc).__name__
+        return f"<unprintable {type(exc).__name__}>"
 
 
 # ---------------------------------------------------------------- errors and tracebacks
@@ -149,7 +149,7 @@ def error_reply(request_id, ename, evalue):
         "id": request_id,
         "value": None,
         "images": [],
-        "error": {"ename": ename, "evalue": evalue, "traceback": "%s: %s" % (ename, evalue)},
+        "error": {"ename": ename, "evalue": evalue, "traceback": f"{ename}: {evalue}"},
     }
 
 
@@ -166,7 +166,7 @@ class ImageSink:
     def add(self, png):
         encoded = base64.b64encode(png).decode("ascii")
         if self._size + len(encoded) > MAX_IMAGE_BYTES:
-            sys.stderr.write("[corral] image dropped: this run's images exceed %d bytes\n" % MAX_IMAGE_BYTES)
+            sys.stderr.write(f"[corral] image dropped: this run's images exceed {MAX_IMAGE_BYTES} bytes\n")
             return
         self._size += len(encoded)
         self.images.append(encoded)
@@ -186,7 +186,7 @@ def flush_figures(sink):
         try:
             pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
         except Exception:
-            sys.stderr.write("[corral] could not render figure %s:\n%s" % (number, traceback.format_exc()))
+            sys.stderr.write(f"[corral] could not render figure {number}:\n{traceback.format_exc()}")
             continue
         sink.add(buffer.getvalue())
     pyplot.close("all")
@@ -194,6 +194,7 @@ def flush_figures(sink):
 
 def _wrap_pyplot_show(pyplot):
     """plt.show() must end the current figure (as in Jupyter) so the next plot starts afresh."""
+
     def show(*args, **kwargs):
         if STATE.sink is not None:
             flush_figures(STATE.sink)
@@ -309,7 +310,7 @@ class Interpreter:
     def compile_cell(self, source):
         """(statements, final expression) code objects; the expression's value is the run's value."""
         self.count += 1
-        filename = "%s%d>" % (CELL_PREFIX, self.count)
+        filename = f"{CELL_PREFIX}{self.count}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         flags = ast.PyCF_ONLY_AST | TOP_LEVEL_AWAIT
         tree = compile(source, filename, "exec", flags, dont_inherit=True)
