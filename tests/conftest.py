@@ -56,6 +56,20 @@ def reap_containers(home: Path) -> None:
         client.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def remove_idle_corral_networks() -> Iterator[None]:
+    """Corral's egress network (made on demand for git helpers) goes too, once nothing uses it."""
+    yield
+    client = docker.from_env()
+    try:
+        for network in client.networks.list(filters={"label": f"{LABEL_NAMESPACE}.managed=true"}):
+            network.reload()
+            if not network.containers:
+                network.remove()
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def settings(corral_home: Path) -> Settings:
     return Settings(home=corral_home)
