@@ -42,4 +42,5 @@ lint: venv
 	$(VENV)/bin/mypy corral
 
 bench: setup
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 1>&2
 	$(PY) -m bench.run

@@ -171,3 +171,11 @@ async def test_signal(agent: AgentChannel) -> None:
     assert not pid_alive(sleeper.pid)
     gone = await agent_error(agent, "signal", {"pid": sleeper.pid, "signal": 15})
     assert gone.type == "not_found"
+
+
+async def test_largest_payloads_fit_in_frames(agent: AgentChannel, work_dir: Path) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    path = work_dir / "big.bin"
+    await agent.request("write_file", {"path": str(path), "data_b64": b64(data)})
+    read = await agent.request("read_file", {"path": str(path), "max_bytes": len(data)})
+    assert base64.b64decode(read["data_b64"]) == data and read["truncated"] is False
