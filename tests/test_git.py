@@ -567,6 +567,7 @@ def test_auth_reaches_git_only_as_environment() -> None:
     assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"bob:s3cret").decode()
     assert GitCredentials(password="x").password.get_secret_value() == "x"
     assert "x" not in repr(GitCredentials(password="x").password)
+    assert GitCredentials.model_validate({"password": 987654321}).password.get_secret_value() == "987654321"
 
 
 def test_ref_validation() -> None:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import anyio
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from corral.config import GIB, LABEL_NAMESPACE, MIB, RUNTIME_GVISOR_NET, RUNTIME_RUNC, SANDBOX_USER
 from corral.errors import BackendError, CorralError, InvalidRequest, PayloadTooLarge, RuntimeMissing
@@ -77,6 +77,12 @@ class GitCredentials(BaseModel):
         default=None, description=f"User name; default '{DEFAULT_TOKEN_USER}', which suits an access token."
     )
     password: SecretStr = Field(description="Password or access token.")
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # A rejected value would be echoed in the validation error: take anything as text instead.
+        return value if isinstance(value, str | SecretStr) else str(value)
 
 
 class GitCloneResult(BaseModel):
@@ -788,8 +794,7 @@ async def clone(
                 env=auth.env() if auth else None,
                 on_stderr=progress.git(0, 95),
             )
-            if not res.ok:
-                await _run(service, ref, ["rm", "-rf", "--", dest], cwd="/")
+            if not res.ok:  # git itself removes what it created
                 if branch and _is_missing_branch(res.text):
                     raise InvalidRequest(f"branch {branch!r} does not exist in {clean_url}")
                 raise _failure("git clone", res, url=clean_url, sent_auth=auth is not None)
