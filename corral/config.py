@@ -60,6 +60,10 @@ class Settings:
     unsafe_runc: bool = False
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
     docker_url: str | None = None
+    # Private/loopback/link-local destinations git may fetch from or push to (hosts, IPs or CIDRs);
+    # everything else non-public is refused, so a model cannot aim the networked helper at the
+    # host's own services or a cloud metadata address. CORRAL_GIT_ALLOW_PRIVATE, comma-separated.
+    git_allow_private: tuple[str, ...] = ()
     # Host directories upload/download may touch (nothing by default); CORRAL_HOST_DIRS, --allow-host-dir.
     host_dirs: tuple[Path, ...] = ()
     # Where expose_port listens on the host; CORRAL_PORT_HOST.
@@ -86,6 +90,7 @@ class Settings:
             max_sandboxes=int(env.get("CORRAL_MAX_SANDBOXES", 50)),
             docker_url=env.get("DOCKER_HOST"),
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
+            git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
         )
 

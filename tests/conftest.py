@@ -72,7 +72,9 @@ def remove_idle_corral_networks() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def settings(corral_home: Path) -> Settings:
-    return Settings(home=corral_home)
+    # The test git server listens on the gateway of a Docker network the test creates, inside
+    # Docker's private pool; production refuses private destinations unless allowed like this.
+    return Settings(home=corral_home, git_allow_private=("172.16.0.0/12", "192.168.0.0/16"))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,12 @@ def tiny_png() -> bytes:
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def test_text_round_trip_creates_parent_dirs(client: Client, sandbox: str) -> None:
@@ -40,8 +45,14 @@ async def test_line_ranges(client: Client, sandbox: str) -> None:
 
 async def test_binary_files_round_trip_as_base64(client: Client, sandbox: str) -> None:
     data = bytes(range(256)) * 4
-    await call_ok(client, "write_file", sandbox=sandbox, path="blob.bin",
-                  content=base64.b64encode(data).decode(), encoding="base64")
+    await call_ok(
+        client,
+        "write_file",
+        sandbox=sandbox,
+        path="blob.bin",
+        content=base64.b64encode(data).decode(),
+        encoding="base64",
+    )
     read = await call_ok(client, "read_file", sandbox=sandbox, path="blob.bin")
     assert read["encoding"] == "base64" and base64.b64decode(read["content"]) == data
     assert "not valid base64" in await call_error(
@@ -51,8 +62,9 @@ async def test_binary_files_round_trip_as_base64(client: Client, sandbox: str) -
 
 async def test_images_come_back_as_image_content(client: Client, sandbox: str) -> None:
     png = tiny_png()
-    await call_ok(client, "write_file", sandbox=sandbox, path="pic.png",
-                  content=base64.b64encode(png).decode(), encoding="base64")
+    await call_ok(
+        client, "write_file", sandbox=sandbox, path="pic.png", content=base64.b64encode(png).decode(), encoding="base64"
+    )
     result = await client.call_tool("read_file", {"sandbox": sandbox, "path": "pic.png"})
     assert not result.is_error
     images = [c for c in result.content if isinstance(c, ImageContent)]

@@ -636,3 +636,19 @@ async def test_progress_is_monotonic_and_redacted() -> None:
     assert values == sorted(values) and len(set(values)) == len(values)
     assert values[-1] == 80 and seen[-1][1] == "copying ***"
     assert all("tok123" not in m for _, m in seen)
+
+
+async def test_private_destinations_are_refused_unless_allowed(settings: Settings, tmp_path: Path) -> None:
+    # A server that allows no private destination: nothing is sent, the URL is refused up front.
+    from corral.server import build_server
+    from tests.conftest import reap_containers
+
+    strict = Settings(home=tmp_path)
+    try:
+        async with Client(build_server(strict)) as strict_client:
+            box = (await call(strict_client, "create_sandbox"))["id"]
+            message = await fails(strict_client, "git_clone", sandbox=box, url="http://127.0.0.1:9/repo.git")
+            assert "refusing to reach 127.0.0.1" in message and "CORRAL_GIT_ALLOW_PRIVATE" in message
+            await call(strict_client, "delete_sandbox", sandbox=box)
+    finally:
+        reap_containers(tmp_path)

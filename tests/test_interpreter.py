@@ -30,8 +30,14 @@ async def test_matplotlib_figures_come_back_as_pngs_every_one(client: Client, sa
 
 async def test_timeout_interrupts_and_keeps_state(client: Client, sandbox: str) -> None:
     await call_ok(client, "run_code", sandbox=sandbox, code="kept = 'yes'", context="slow")
-    out = await call_ok(client, "run_code", sandbox=sandbox, context="slow", timeout=1,
-                        code="import time\nprint('working', flush=True)\nwhile True:\n    time.sleep(0.01)")
+    out = await call_ok(
+        client,
+        "run_code",
+        sandbox=sandbox,
+        context="slow",
+        timeout=1,
+        code="import time\nprint('working', flush=True)\nwhile True:\n    time.sleep(0.01)",
+    )
     assert out["timed_out"] is True and out["state_lost"] is False
     assert "working" in out["stdout"]
     assert out["error"]["ename"] == "KeyboardInterrupt"
@@ -50,16 +56,17 @@ async def test_wedged_interpreter_is_restarted_and_says_state_was_lost(client: C
 
 async def test_a_runaway_context_does_not_block_others(client: Client, sandbox: str) -> None:
     async def runaway() -> None:
-        await call_ok(client, "run_code", sandbox=sandbox, context="busy", timeout=8,
-                      code="while True:\n    pass")
+        await call_ok(client, "run_code", sandbox=sandbox, context="busy", timeout=8, code="while True:\n    pass")
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runaway)
             # Wait until the runaway is really running, then use other contexts meanwhile.
-            while not any(c["context"] == "busy" and c["busy"] for c in
-                          (await call_ok(client, "list_contexts", sandbox=sandbox))["contexts"]):
-                await anyio.sleep(0.05)
+            while not any(  # noqa: ASYNC110 - the condition lives in the sandbox; polled under fail_after
+                c["context"] == "busy" and c["busy"]
+                for c in (await call_ok(client, "list_contexts", sandbox=sandbox))["contexts"]
+            ):
+                await anyio.sleep(0.05)  # polling a condition under fail_after
             with anyio.fail_after(5):
                 quick = await call_ok(client, "run_code", sandbox=sandbox, context="other", code="6 * 7")
                 cmd = await call_ok(client, "run_command", sandbox=sandbox, command="echo free")
@@ -79,17 +86,25 @@ async def test_contexts_are_separate_and_can_be_restarted(client: Client, sandbo
 
 
 async def test_javascript_and_bash_keep_state(client: Client, sandbox: str) -> None:
-    await call_ok(client, "run_code", sandbox=sandbox, language="javascript", code="let n = 40; function inc(x) { return x + 1 }")
+    await call_ok(
+        client, "run_code", sandbox=sandbox, language="javascript", code="let n = 40; function inc(x) { return x + 1 }"
+    )
     js = await call_ok(client, "run_code", sandbox=sandbox, language="javascript", code="inc(n) + 1")
     assert js["value"] == "42"
-    await call_ok(client, "run_code", sandbox=sandbox, language="bash", code="cd /tmp; GREETING=hello; greet() { echo \"$GREETING $1\"; }")
+    await call_ok(
+        client,
+        "run_code",
+        sandbox=sandbox,
+        language="bash",
+        code='cd /tmp; GREETING=hello; greet() { echo "$GREETING $1"; }',
+    )
     sh = await call_ok(client, "run_code", sandbox=sandbox, language="bash", code="greet world; pwd")
     assert sh["stdout"] == "hello world\n/tmp\n"
 
 
 async def test_huge_repr_is_capped(client: Client, sandbox: str) -> None:
     out = await call_ok(client, "run_code", sandbox=sandbox, code="'x' * 1_000_000")
-    assert len(out["value"]) < 140_000 and "dropped" in out["value"] or "truncated" in out["value"]
+    assert (len(out["value"]) < 140_000 and "dropped" in out["value"]) or "truncated" in out["value"]
 
 
 async def test_long_runs_stream_output_as_progress(client: Client, sandbox: str) -> None:

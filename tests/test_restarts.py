@@ -50,16 +50,32 @@ async def test_sandbox_and_its_files_survive_a_server_restart(home: Path) -> Non
 
 def test_stdio_mode_writes_only_protocol_to_stdout(home: Path) -> None:
     requests = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_sandbox", "arguments": {"sandbox": "nope"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "get_sandbox", "arguments": {"sandbox": "nope"}},
+        },
     ]
     proc = subprocess.Popen(
-        corral_cmd("serve", "--log-level", "DEBUG"), env=corral_env(home), text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        corral_cmd("serve", "--log-level", "DEBUG"),
+        env=corral_env(home),
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     watchdog = threading.Timer(120, proc.kill)  # a hung server fails the test instead of hanging it
@@ -122,10 +138,17 @@ def test_gc_removes_labelled_containers_without_a_record(home: Path) -> None:
     docker_client = docker.from_env()
     try:
         orphan = docker_client.containers.run(
-            "corral/sandbox:2", ["sleep", "infinity"], detach=True, runtime="corral-runsc", network_mode="none",
+            "corral/sandbox:2",
+            ["sleep", "infinity"],
+            detach=True,
+            runtime="corral-runsc",
+            network_mode="none",
             name=f"corral-orphan-{home_label(Settings(home=home))}",
-            labels={f"{LABEL_NAMESPACE}.managed": "true", f"{LABEL_NAMESPACE}.sandbox": "sb-deadbeef",
-                    f"{LABEL_NAMESPACE}.owner": home_label(Settings(home=home))},
+            labels={
+                f"{LABEL_NAMESPACE}.managed": "true",
+                f"{LABEL_NAMESPACE}.sandbox": "sb-deadbeef",
+                f"{LABEL_NAMESPACE}.owner": home_label(Settings(home=home)),
+            },
         )
         dry = run_cli(home, "gc", "--dry-run")
         assert dry.returncode == 0 and orphan.name in dry.stdout and "would remove 1" in dry.stdout

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -611,12 +612,39 @@ class _Helper:
             ) from None
 
 
+async def check_destination(url: str, allowed: Sequence[str]) -> None:
+    """Refuse to send the networked helper to a non-public address unless the operator allowed it."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await anyio.getaddrinfo(host, None)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot resolve the host {host!r} of the repository URL ({exc})") from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if (
+            address.is_global
+            or host in allowed
+            or any("/" in entry and address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+            or str(address) in allowed
+        ):
+            continue
+        raise InvalidRequest(
+            f"refusing to reach {host} ({address}): it is a private, loopback or link-local address. "
+            "The operator can allow it with CORRAL_GIT_ALLOW_PRIVATE (hosts, IPs or CIDRs, comma-separated)."
+        )
+
+
 @asynccontextmanager
 async def _helper(
-    service: SandboxService, rec: SandboxRecord, inputs: Sequence[tuple[str, bytes]] = ()
+    service: SandboxService,
+    rec: SandboxRecord,
+    inputs: Sequence[tuple[str, bytes]] = (),
+    *,
+    destination: str,
 ) -> AsyncIterator[_Helper]:
     """A networked container of the sandbox's image; `inputs` are (directory, tar) pairs copied in
     before it starts. Always removed, also on failure or cancellation."""
+    await check_destination(destination, service.settings.git_allow_private)
     engine = service.engine
     runtime = RUNTIME_RUNC if service.settings.unsafe_runc else RUNTIME_GVISOR_NET
     if runtime != RUNTIME_RUNC and runtime not in await engine.runtimes():
@@ -800,7 +828,7 @@ async def clone(
                 raise _failure("git clone", res, url=clean_url, sent_auth=auth is not None)
         else:
             via = "helper"
-            async with _helper(service, rec) as helper:
+            async with _helper(service, rec, destination=clean_url) as helper:
                 await progress.step(1, "started a networked helper")
                 out = await helper.run(
                     ["git", "clone", *options, "--", clean_url, f"{HELPER_WORK}/repo"],
@@ -1120,7 +1148,7 @@ async def push(
         else:
             via = "helper"
             data = await _pack_repo(service, ref, repo, progress, 30)
-            async with _helper(service, rec, [(f"{HELPER_WORK}/repo.git", data)]) as helper:
+            async with _helper(service, rec, [(f"{HELPER_WORK}/repo.git", data)], destination=url) as helper:
                 init = await helper.run(["sh", "-c", _HELPER_INIT])
                 if init.exit_code != 0:
                     raise _failure("preparing the push", init)
@@ -1217,7 +1245,7 @@ async def _fetch_via_helper(
     downloaded), then bring just the new objects back as a bundle and update `tracking`."""
     data = await _pack_repo(service, ref, repo, progress, 20)
     bundle = b""
-    async with _helper(service, rec, [(f"{HELPER_WORK}/repo.git", data)]) as helper:
+    async with _helper(service, rec, [(f"{HELPER_WORK}/repo.git", data)], destination=url) as helper:
         init = await helper.run(["sh", "-c", _HELPER_INIT])
         if init.exit_code != 0:
             raise _failure("preparing the fetch", init)

@@ -20,6 +20,7 @@ class ToolSpec:
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = False
+    open_world: bool = False  # reaches beyond the sandbox (e.g. a git remote)
 
     @property
     def annotations(self) -> ToolAnnotations:
@@ -28,8 +29,8 @@ class ToolSpec:
             read_only_hint=self.read_only,
             destructive_hint=self.destructive,
             idempotent_hint=self.idempotent,
-            # Sandboxes have no network by default: a tool's effects stay inside them.
-            open_world_hint=False,
+            # Sandboxes have no network by default: most tools' effects stay inside them.
+            open_world_hint=self.open_world,
         )
 
 
