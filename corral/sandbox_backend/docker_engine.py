@@ -156,15 +156,9 @@ class DockerEngine:
 
     # -- engine -----------------------------------------------------------------------------
 
-    async def ping(self) -> None:
-        await self._run("ping Docker", lambda: self._client.ping())
-
     async def runtimes(self) -> set[str]:
         info = await self._run("read Docker info", lambda: self._client.info())
         return set((info.get("Runtimes") or {}).keys())
-
-    async def version(self) -> dict[str, Any]:
-        return await self._run("read Docker version", lambda: self._client.version())
 
     # -- images -----------------------------------------------------------------------------
 
@@ -180,9 +174,6 @@ class DockerEngine:
 
     async def pull_image(self, name: str) -> None:
         await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
-
-    async def remove_image(self, name: str) -> None:
-        await self._run(f"remove image {name}", lambda: self._client.images.remove(name, force=True))
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -216,9 +207,6 @@ class DockerEngine:
     async def start(self, container_id: str) -> None:
         await self._run("start container", lambda: self._client.api.start(container_id))
 
-    async def stop(self, container_id: str, timeout: int = 5) -> None:
-        await self._run("stop container", lambda: self._client.api.stop(container_id, timeout=timeout))
-
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
             try:
@@ -245,26 +233,6 @@ class DockerEngine:
 
     async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
         await self._run("copy into container", lambda: self._client.api.put_archive(container_id, path, data))
-
-    async def exec_run(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        workdir: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ExecOutput:
-        """One-shot `docker exec` (used before the agent exists and as a baseline in bench/)."""
-
-        def run() -> ExecOutput:
-            result = self._client.containers.get(container_id).exec_run(
-                list(argv), user=user, workdir=workdir, environment=dict(env or {}), demux=True
-            )
-            out, err = result.output
-            return ExecOutput(result.exit_code, out or b"", err or b"")
-
-        return await self._run("exec in container", run)
 
     async def open_exec_stream(
         self, container_id: str, argv: Sequence[str], *, user: str = "", workdir: str | None = None
@@ -327,23 +295,6 @@ class DockerEngine:
             finally:
                 with contextlib.suppress(Exception):
                     stream.close()
-
-    # -- networks -------------------------------------------------------------------------------
-
-    async def create_network(self, name: str, labels: Mapping[str, str]) -> str:
-        def create() -> str:
-            return str(self._client.networks.create(name, driver="bridge", labels=dict(labels)).id)
-
-        return await self._run(f"create network {name}", create)
-
-    async def remove_network(self, name: str) -> None:
-        def remove() -> None:
-            try:
-                self._client.networks.get(name).remove()
-            except docker.errors.NotFound:
-                pass
-
-        await self._run(f"remove network {name}", remove)
 
     # -- short-lived helper containers (corral/service/git.py) -------------------------------------
 
