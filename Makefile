@@ -9,8 +9,13 @@ SETUP_STAMP := $(VENV)/.corral-installed
 serve: setup
 	$(VENV)/bin/corral serve --transport sse,http --host 127.0.0.1 --port $(PORT)
 
-test: setup
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+# Two tiers: the unit tier must pass with Docker unreachable (it uses the in-memory FakeEngine and
+# local agents), then the Docker tier runs against the real engine + runsc through real MCP clients.
+NO_DOCKER := unix:///nonexistent/corral-no-docker.sock
+
+test: setup lint
+	DOCKER_HOST=$(NO_DOCKER) $(PY) -m pytest -q -ra -m "not docker" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m docker $(PYTEST_ARGS)
 
 setup: host venv image inspector
 
@@ -39,7 +44,7 @@ $(INSPECTOR):
 
 lint: venv
 	$(VENV)/bin/ruff check corral tests bench examples
-	$(VENV)/bin/mypy corral
+	$(VENV)/bin/mypy corral tests
 
 bench: setup
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 1>&2

@@ -30,7 +30,7 @@ from bench.machine import machine_facts
 from bench.report import Check, Results
 from bench.stats import ms, ratio
 from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, RUNTIME_GVISOR, Settings
-from corral.service.sandboxes import home_label
+from corral.service.containers import home_label
 
 HERE = Path(__file__).resolve().parent
 ALL = ("rtt", "files", "create", "state", "concurrency", "memory", "llm")

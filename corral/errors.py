@@ -2,19 +2,25 @@
 
     CorralError
     ├── InvalidRequest          bad input the model can fix (language, path, size, name, ...)
-    │   └── PayloadTooLarge
+    │   ├── PayloadTooLarge     more bytes than a limit allows
+    │   └── AgentRefused        the in-sandbox agent refused the request; `.kind` says why
+    │                           (not_found, permission, exists, not_running, timeout, ...)
     ├── SandboxNotFound         no sandbox has that id or name (message lists the known ones)
-    ├── SandboxLost             the record exists but its container vanished from Docker
-    ├── SandboxBusy             the sandbox is being created/deleted by another call
-    ├── QuotaExceeded           a server-side limit (number of sandboxes, ...)
-    ├── BackendError            the Docker engine failed or refused
-    │   ├── BackendUnavailable  Docker is not reachable
+    ├── SandboxLost             the record exists but its container vanished from the engine
+    ├── SandboxBusy             the sandbox (or one of its contexts) is in use or changing state
+    ├── QuotaExceeded           a server-side limit (number of sandboxes, ports, processes, ...)
+    ├── BackendError            the container engine failed or refused
+    │   ├── BackendUnavailable  the engine is not reachable
     │   ├── ImageNotFound       the image is not present and cannot be pulled
-    │   └── RuntimeMissing      gVisor (runsc) is not registered with Docker
-    └── AgentFailure            the in-sandbox agent failed or sent garbage
+    │   └── RuntimeMissing      gVisor (runsc) is not registered with the engine
+    ├── StoreError              the state database failed (locked too long, disk full, corrupt)
+    │   └── StoreConflict       a write broke a uniqueness rule (two creates with one name)
+    ├── AgentFailure            the in-sandbox agent failed, vanished or sent garbage; `.kind`
+    └── ConfigurationError      the operator's settings are invalid (never the model's doing)
 
-Docker's own exceptions are mapped in `sandbox_backend.docker_engine` and never leave it; every
-CorralError's message is written for the model: what was wrong and what is valid.
+Dependency errors are translated where they arise and never leak: Docker's in
+`sandbox_backend.docker.errors`, SQLite's in `sandbox_backend.store.db`, the agent protocol's in
+`service.agents`. Every message is written for its reader: what was wrong and what is valid.
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ class InvalidRequest(CorralError):
 
 class PayloadTooLarge(InvalidRequest):
     pass
+
+
+class AgentRefused(InvalidRequest):
+    """The agent answered with an error about the request (docs/agent-protocol.md, error types)."""
+
+    def __init__(self, message: str, kind: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.field = field  # the request parameter it is about (e.g. "cwd", "argv"), if the agent said
 
 
 class SandboxNotFound(CorralError):
@@ -64,5 +79,19 @@ class RuntimeMissing(BackendError):
     pass
 
 
+class StoreError(CorralError):
+    pass
+
+
+class StoreConflict(StoreError):
+    pass
+
+
 class AgentFailure(CorralError):
+    def __init__(self, message: str, kind: str = "internal") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ConfigurationError(CorralError):
     pass

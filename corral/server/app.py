@@ -10,9 +10,9 @@ from mcp.server.mcpserver import MCPServer
 
 from corral import __version__
 from corral.config import Settings
-from corral.service import SandboxService
+from corral.sandbox_backend.engine import Engine
+from corral.service import Services, open_services
 from corral.tools import DEFAULT_GROUPS, register
-from corral.tools._base import AppContext
 
 INSTRUCTIONS = """\
 Corral gives you Linux sandboxes (gVisor containers) to run code in.
@@ -25,11 +25,11 @@ network access by default. Paths are relative to /workspace."""
 class ServiceHolder:
     """A service opened by the HTTP app's own lifespan and shared by every MCP session.
 
-    SSE runs the MCP lifespan once per connection; holding the service outside lets all
+    SSE runs the MCP lifespan once per connection; holding the services outside lets all
     connections share one SQLite connection, one Docker client and the agent channels.
     """
 
-    service: SandboxService | None = None
+    services: Services | None = None
 
 
 def build_server(
@@ -37,16 +37,17 @@ def build_server(
     *,
     groups: tuple[str, ...] = DEFAULT_GROUPS,
     holder: ServiceHolder | None = None,
-) -> MCPServer[AppContext]:
+    engine: Engine | None = None,
+) -> MCPServer[Services]:
     @asynccontextmanager
-    async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        if holder is not None and holder.service is not None:
-            yield AppContext(service=holder.service, settings=settings)
+    async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
+        if holder is not None and holder.services is not None:
+            yield holder.services
             return
-        async with SandboxService.open(settings) as service:
-            yield AppContext(service=service, settings=settings)
+        async with open_services(settings, engine=engine) as services:
+            yield services
 
-    server: MCPServer[AppContext] = MCPServer(
+    server: MCPServer[Services] = MCPServer(
         "corral",
         title="Corral sandboxes",
         version=__version__,

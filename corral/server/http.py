@@ -14,8 +14,9 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.config import Settings
+from corral.errors import ConfigurationError
 from corral.server.app import ServiceHolder, build_server
-from corral.service import SandboxService
+from corral.service import open_services
 from corral.tools import DEFAULT_GROUPS
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -43,7 +44,7 @@ def is_loopback(host: str) -> bool:
 def check_auth_policy(opts: HttpOptions) -> None:
     """Refuse to expose sandboxes on the network without a token unless explicitly told to."""
     if not is_loopback(opts.host) and not opts.token and not opts.insecure_no_auth:
-        raise SystemExit(
+        raise ConfigurationError(
             f"refusing to listen on {opts.host} without authentication: set CORRAL_TOKEN (or --token), "
             "or pass --insecure-no-auth if something else protects this port"
         )
@@ -106,8 +107,8 @@ def build_http_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with SandboxService.open(settings) as service:
-            holder.service = service
+        async with open_services(settings) as services:
+            holder.services = services
             try:
                 if "http" in opts.transports:
                     async with server.session_manager.run():
@@ -115,7 +116,7 @@ def build_http_app(
                 else:
                     yield
             finally:
-                holder.service = None
+                holder.services = None
 
     app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
     if opts.token:

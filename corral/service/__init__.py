@@ -1,5 +1,94 @@
-"""The sandbox service: lifecycle, policy and the in-sandbox channel, between tools and backend."""
+"""The sandbox service: lifecycle and policy between the MCP tools and the backend.
 
+`open_services(settings)` is the composition root: it opens the store and the engine, builds every
+feature with only the dependencies it needs, wires the delete hooks, and yields `Services`, the
+one API the tools call (`services.files.read_file(...)`, `services.sandboxes.create(...)`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from corral.config import Settings
+from corral.sandbox_backend.engine import Engine
+from corral.sandbox_backend.store import Store
+from corral.service.agents import AgentPool
+from corral.service.audit import Auditor
+from corral.service.containers import Containers
+from corral.service.execution import Execution
+from corral.service.files import Files
+from corral.service.git import Git
+from corral.service.ports import Ports
+from corral.service.processes import Processes
 from corral.service.sandboxes import SandboxService
 
-__all__ = ["SandboxService"]
+log = logging.getLogger(__name__)
+
+__all__ = ["SandboxService", "Services", "open_services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    sandboxes: SandboxService
+    execution: Execution
+    files: Files
+    processes: Processes
+    ports: Ports
+    git: Git
+    audit: Auditor
+
+
+def _default_engine(settings: Settings) -> Engine:
+    from corral.sandbox_backend.docker import DockerEngine
+
+    return DockerEngine(settings.docker_url)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, engine: Engine | None = None, serve: bool = True, read_only: bool = False
+) -> AsyncIterator[Services]:
+    """Open everything a server needs. With `serve=False` (CLI commands next to a live server) no
+    background task starts and nothing is restored: the command only reads or does what it says;
+    `read_only` opens the database so that it cannot write at all."""
+    store = await Store.open(settings.db_path, read_only=read_only)
+    engine = engine or _default_engine(settings)
+    try:
+        async with anyio.create_task_group() as tg:
+            containers = Containers(settings)
+            agents = AgentPool(engine, tg)
+            sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers)
+            services = Services(
+                settings=settings,
+                sandboxes=sandboxes,
+                execution=Execution(sandboxes, store.contexts, settings.exec),
+                files=Files(sandboxes, settings.exec, settings.host_dirs),
+                processes=Processes(sandboxes, store.processes, settings.exec),
+                ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
+                git=Git(sandboxes, engine, containers, settings),
+                audit=Auditor(store.audit),
+            )
+            sandboxes.on_delete(services.ports.close_sandbox)
+            sandboxes.on_delete(services.processes.forget_sandbox)
+            sandboxes.on_delete(services.execution.forget_sandbox)
+            if serve:
+                await sandboxes.start(tg)
+                try:
+                    await services.ports.restore(await sandboxes.list_all())
+                except Exception:
+                    log.exception("could not re-open the exposed ports")
+            try:
+                yield services
+            finally:
+                await services.ports.close_all()
+                await agents.close_all()
+                tg.cancel_scope.cancel()
+    finally:
+        await engine.close()
+        await store.close()

@@ -7,9 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from corral.config import WORKDIR, ExecPolicy
 from corral.errors import InvalidRequest
+from corral.sandbox_backend.store.contexts import ContextTable
+from corral.service.access import SandboxAccess
 from corral.service.models import CodeError, CodeResult, ExecResult
-from corral.service.sandboxes import SandboxService
 from corral.service.validation import check_env, check_path, check_size, check_timeout
 
 Language = Literal["python", "javascript", "bash"]
@@ -31,39 +33,7 @@ def _events(on_output: OnOutput | None) -> Callable[[dict[str, Any]], Awaitable[
     return handle
 
 
-async def run_command(
-    service: SandboxService,
-    ref: str,
-    command: str,
-    *,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float | None = None,
-    on_output: OnOutput | None = None,
-) -> ExecResult:
-    policy = service.settings.exec
-    if not command.strip():
-        raise InvalidRequest("command is empty; give a shell command such as 'ls -la'")
-    check_size("command", len(command.encode()), policy.max_code_bytes)
-    limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
-    params = {
-        "shell": command,
-        "cwd": check_path(cwd or "/workspace"),
-        "env": check_env(env),
-        "timeout": limit,
-        "max_output": policy.output_limit,
-    }
-    started = time.perf_counter()
-    res = await service.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=_events(on_output))
-    return ExecResult(
-        exit_code=res.get("exit_code"),
-        stdout=str(res.get("stdout", "")),
-        stderr=str(res.get("stderr", "")),
-        stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-        stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-        timed_out=bool(res.get("timed_out", False)),
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
+
 
 
 def check_language(language: str) -> str:
@@ -80,73 +50,10 @@ def check_context(context: str) -> str:
     return context
 
 
-async def run_code(
-    service: SandboxService,
-    ref: str,
-    code: str,
-    *,
-    language: str = "python",
-    context: str = "default",
-    timeout: float | None = None,
-    on_output: OnOutput | None = None,
-) -> tuple[CodeResult, list[bytes]]:
-    policy = service.settings.exec
-    check_language(language)
-    check_context(context)
-    check_size("code", len(code.encode()), policy.max_code_bytes)
-    limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
-    params = {
-        "language": language,
-        "context": context,
-        "code": code,
-        "timeout": limit,
-        "max_output": policy.output_limit,
-    }
-    started = time.perf_counter()
-    res = await service.request(
-        ref, "code_run", params, timeout=limit + HOST_GRACE, on_event=_events(on_output)
-    )
-    images = _decode_images(res.get("images"), policy.max_file_bytes)
-    notice = await _context_continuity(service, ref, language, context)
-    error = res.get("error")
-    result = CodeResult(
-        stdout=str(res.get("stdout", "")),
-        stderr=str(res.get("stderr", "")),
-        stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-        stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-        value=_cap(res.get("value"), policy.output_limit),
-        error=CodeError(
-            ename=str(error.get("ename", "Error")),
-            evalue=_cap(str(error.get("evalue", "")), policy.output_limit) or "",
-            traceback=_cap(str(error.get("traceback", "")), policy.output_limit) or "",
-        )
-        if isinstance(error, dict)
-        else None,
-        images=len(images),
-        timed_out=bool(res.get("timed_out", False)),
-        interrupted=bool(res.get("interrupted", False)),
-        state_lost=bool(res.get("state_lost", False)) or notice is not None,
-        notice=notice,
-        language=language,
-        context=context,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-    return result, images
 
 
-async def _context_continuity(service: SandboxService, ref: str, language: str, context: str) -> str | None:
-    """Say plainly when a context's earlier state is gone because its sandbox restarted."""
-    rec = await service.resolve(ref)
-    started = service.channels.agent_started.get(rec.id)
-    if started is None:
-        return None
-    before = await service.store.swap_context_agent(rec.id, language, context, started)
-    if before is None or before == started:
-        return None
-    return (
-        f"The sandbox restarted since context {context!r} ({language}) last ran: its variables, imports "
-        "and definitions from earlier calls are gone. Files in the sandbox are kept."
-    )
+
+
 
 
 def _cap(text: Any, limit: int) -> str | None:
@@ -176,17 +83,128 @@ def _decode_images(raw: Any, limit: int) -> list[bytes]:
     return images
 
 
-async def list_contexts(service: SandboxService, ref: str) -> list[dict[str, Any]]:
-    res = await service.request(ref, "context_list", {}, timeout=30)
-    contexts = res.get("contexts", [])
-    return [c for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+class Execution:
+    """Commands and interpreter code, through the sandbox's agent."""
 
+    def __init__(self, sandboxes: SandboxAccess, contexts: ContextTable, policy: ExecPolicy) -> None:
+        self._sandboxes = sandboxes
+        self._contexts = contexts
+        self._policy = policy
 
-async def restart_context(service: SandboxService, ref: str, language: str, context: str) -> None:
-    params = {"language": check_language(language), "context": check_context(context)}
-    await service.request(ref, "context_restart", params, timeout=30)
+    async def forget_sandbox(self, sandbox_id: str) -> None:
+        await self._contexts.forget(sandbox_id)
 
+    async def run_command(
+        self,
+        ref: str,
+        command: str,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> ExecResult:
+        policy = self._policy
+        if not command.strip():
+            raise InvalidRequest("command is empty; give a shell command such as 'ls -la'")
+        check_size("command", len(command.encode()), policy.max_code_bytes)
+        limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
+        params = {
+            "shell": command,
+            "cwd": check_path(cwd or WORKDIR),
+            "env": check_env(env),
+            "timeout": limit,
+            "max_output": policy.output_limit,
+        }
+        started = time.perf_counter()
+        events = _events(on_output)
+        res = await self._sandboxes.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=events)
+        return ExecResult(
+            exit_code=res.get("exit_code"),
+            stdout=str(res.get("stdout", "")),
+            stderr=str(res.get("stderr", "")),
+            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
+            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
+            timed_out=bool(res.get("timed_out", False)),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
-async def interrupt_context(service: SandboxService, ref: str, language: str, context: str) -> None:
-    params = {"language": check_language(language), "context": check_context(context)}
-    await service.request(ref, "context_interrupt", params, timeout=30)
+    async def run_code(
+        self,
+        ref: str,
+        code: str,
+        *,
+        language: str = "python",
+        context: str = "default",
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> tuple[CodeResult, list[bytes]]:
+        policy = self._policy
+        check_language(language)
+        check_context(context)
+        check_size("code", len(code.encode()), policy.max_code_bytes)
+        limit = check_timeout(timeout, policy.default_timeout, policy.max_timeout)
+        params = {
+            "language": language,
+            "context": context,
+            "code": code,
+            "timeout": limit,
+            "max_output": policy.output_limit,
+        }
+        started = time.perf_counter()
+        res = await self._sandboxes.request(
+            ref, "code_run", params, timeout=limit + HOST_GRACE, on_event=_events(on_output)
+        )
+        images = _decode_images(res.get("images"), policy.max_file_bytes)
+        notice = await self._context_continuity(ref, language, context)
+        error = res.get("error")
+        result = CodeResult(
+            stdout=str(res.get("stdout", "")),
+            stderr=str(res.get("stderr", "")),
+            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
+            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
+            value=_cap(res.get("value"), policy.output_limit),
+            error=CodeError(
+                ename=str(error.get("ename", "Error")),
+                evalue=_cap(str(error.get("evalue", "")), policy.output_limit) or "",
+                traceback=_cap(str(error.get("traceback", "")), policy.output_limit) or "",
+            )
+            if isinstance(error, dict)
+            else None,
+            images=len(images),
+            timed_out=bool(res.get("timed_out", False)),
+            interrupted=bool(res.get("interrupted", False)),
+            state_lost=bool(res.get("state_lost", False)) or notice is not None,
+            notice=notice,
+            language=language,
+            context=context,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return result, images
+
+    async def _context_continuity(self, ref: str, language: str, context: str) -> str | None:
+        """Say plainly when a context's earlier state is gone because its sandbox restarted."""
+        rec = await self._sandboxes.resolve(ref)
+        started = self._sandboxes.agent_started(rec.id)
+        if started is None:
+            return None
+        before = await self._contexts.swap_agent(rec.id, language, context, started)
+        if before is None or before == started:
+            return None
+        return (
+            f"The sandbox restarted since context {context!r} ({language}) last ran: its variables, imports "
+            "and definitions from earlier calls are gone. Files in the sandbox are kept."
+        )
+
+    async def list_contexts(self, ref: str) -> list[dict[str, Any]]:
+        res = await self._sandboxes.request(ref, "context_list", {}, timeout=30)
+        contexts = res.get("contexts", [])
+        return [c for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+
+    async def restart_context(self, ref: str, language: str, context: str) -> None:
+        params = {"language": check_language(language), "context": check_context(context)}
+        await self._sandboxes.request(ref, "context_restart", params, timeout=30)
+
+    async def interrupt_context(self, ref: str, language: str, context: str) -> None:
+        params = {"language": check_language(language), "context": check_context(context)}
+        await self._sandboxes.request(ref, "context_interrupt", params, timeout=30)

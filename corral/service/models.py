@@ -82,33 +82,3 @@ class CodeResult(BaseModel):
     language: str
     context: str
     duration_ms: float
-
-
-class FileEntry(BaseModel):
-    path: str
-    type: Literal["file", "dir", "symlink", "other"]
-    size: int
-    mtime: float
-
-
-class FileListing(BaseModel):
-    path: str
-    entries: list[FileEntry]
-    truncated: bool = Field(description="True if max_entries cut the listing.")
-
-
-class FileRead(BaseModel):
-    path: str
-    size: int = Field(description="Size of the whole file in bytes.")
-    encoding: Literal["text", "base64", "image"]
-    content: str = Field(description="The text (a line range if asked), or base64 for binary files.")
-    start_line: int | None = None
-    end_line: int | None = None
-    total_lines: int | None = None
-    truncated: bool = False
-    mime_type: str | None = None
-
-
-class FileWritten(BaseModel):
-    path: str
-    size: int

@@ -7,7 +7,7 @@ server pumps bytes between the host connection and that exec stream. Traffic goe
 API, never through a network interface of the sandbox, so it works for sandboxes with no network.
 
 Exposed ports are recorded in SQLite: `list_ports` shows them and a restarted server opens them
-again (on the same host port when it is free). Listeners run in the SandboxService's task group and
+again (on the same host port when it is free). Listeners run in the server's task group and
 are closed when their sandbox is deleted or the server stops.
 """
 
@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, SocketStream
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 from pydantic import BaseModel, Field
 
 from corral.config import SANDBOX_USER
 from corral.errors import CorralError, InvalidRequest, QuotaExceeded
 from corral.sandbox_backend.agent import bootstrap_argv
-from corral.sandbox_backend.store import PortRecord
-
-if TYPE_CHECKING:
-    from corral.service.sandboxes import SandboxService
+from corral.sandbox_backend.engine import Engine
+from corral.sandbox_backend.store import PortRecord, SandboxRecord
+from corral.sandbox_backend.store.processes import PortTable
+from corral.service.access import SandboxAccess
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,17 @@ class _Forward:
     scope: anyio.CancelScope
 
 
-class PortForwarder:
-    """The host listeners of one SandboxService."""
+class Ports:
+    """The host listeners of one server."""
 
-    def __init__(self, service: SandboxService) -> None:
-        self._service = service
+    def __init__(
+        self, sandboxes: SandboxAccess, engine: Engine, table: PortTable, tg: TaskGroup, host: str
+    ) -> None:
+        self._sandboxes = sandboxes
+        self._engine = engine
+        self._table = table
+        self._tg = tg
+        self._host = host
         self._forwards: dict[tuple[str, int], _Forward] = {}
         self._lock = anyio.Lock()
 
@@ -83,7 +89,7 @@ class PortForwarder:
 
     async def expose(self, ref: str, port: int) -> PortInfo:
         check_port(port)
-        sandbox = await self._service.use(ref)
+        sandbox = await self._sandboxes.use(ref)
         async with self._lock:
             current = self._forwards.get((sandbox.id, port))
             if current is not None:
@@ -93,38 +99,38 @@ class PortForwarder:
                 raise QuotaExceeded(
                     f"sandbox {sandbox.id} already exposes {len(mine)} ports (the limit); close_port one first"
                 )
-            rec = PortRecord(sandbox.id, port, self._service.settings.port_host, 0, time.time())
+            rec = PortRecord(sandbox.id, port, self._host, 0, time.time())
             rec = await self._open(rec)
-            await self._service.store.upsert_port(rec)
+            await self._table.upsert(rec)
         return port_info(rec, True)
 
     async def close(self, ref: str, port: int) -> PortInfo:
         check_port(port)
-        sandbox = await self._service.resolve(ref)
-        records = {r.port: r for r in await self._service.store.list_ports(sandbox.id)}
+        sandbox = await self._sandboxes.resolve(ref)
+        records = {r.port: r for r in await self._table.list(sandbox.id)}
         rec = records.get(port)
         if rec is None:
             exposed = ", ".join(str(p) for p in sorted(records)) or "none"
             raise InvalidRequest(f"port {port} of sandbox {sandbox.id} is not exposed (exposed: {exposed})")
         async with self._lock:
             self._stop(sandbox.id, port)
-            await self._service.store.delete_ports(sandbox.id, port)
+            await self._table.delete(sandbox.id, port)
         return port_info(rec, False)
 
     async def list(self, ref: str | None = None) -> list[PortInfo]:
-        sandbox_id = (await self._service.resolve(ref)).id if ref else None
-        records = await self._service.store.list_ports(sandbox_id)
+        sandbox_id = (await self._sandboxes.resolve(ref)).id if ref else None
+        records = await self._table.list(sandbox_id)
         return [port_info(r, (r.sandbox_id, r.port) in self._forwards) for r in records]
 
-    # -- lifecycle hooks (SandboxService) ------------------------------------------------------
+    # -- lifecycle hooks (composition root) ------------------------------------------------------
 
-    async def restore(self) -> None:
+    async def restore(self, sandboxes: Sequence[SandboxRecord]) -> None:
         """Open the listeners recorded by an earlier run of the server (same host port if free)."""
-        known = {rec.id: rec for rec in await self._service.store.list_sandboxes()}
-        for rec in await self._service.store.list_ports():
+        known = {rec.id: rec for rec in sandboxes}
+        for rec in await self._table.list():
             sandbox = known.get(rec.sandbox_id)
             if sandbox is None:
-                await self._service.store.delete_ports(rec.sandbox_id)
+                await self._table.delete(rec.sandbox_id)
                 continue
             if sandbox.status == "lost":
                 continue
@@ -142,14 +148,14 @@ class PortForwarder:
                     )
                     opened = await self._open(PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at))
                 if opened != rec:
-                    await self._service.store.upsert_port(opened)
+                    await self._table.upsert(opened)
 
     async def close_sandbox(self, sandbox_id: str) -> None:
         """Stop forwarding a sandbox's ports and forget them (the sandbox is being deleted)."""
         async with self._lock:
             for key in [k for k in self._forwards if k[0] == sandbox_id]:
                 self._stop(*key)
-            await self._service.store.delete_ports(sandbox_id)
+            await self._table.delete(sandbox_id)
 
     async def close_all(self) -> None:
         """Stop every listener (server shutdown); the records stay for the next start."""
@@ -176,7 +182,7 @@ class PortForwarder:
                     await listener.serve(handle)
 
         self._forwards[(rec.sandbox_id, rec.port)] = _Forward(opened, scope)
-        self._service.task_group.start_soon(serve, name=f"port {rec.sandbox_id}:{rec.port}")
+        self._tg.start_soon(serve, name=f"port {rec.sandbox_id}:{rec.port}")
         log.info("sandbox %s port %d exposed at %s:%d", rec.sandbox_id, rec.port, rec.host, bound)
         return opened
 
@@ -188,11 +194,11 @@ class PortForwarder:
     async def _connect(self, rec: PortRecord, client: SocketStream) -> None:
         async with client:
             try:
-                sandbox = await self._service.use(rec.sandbox_id)
+                sandbox = await self._sandboxes.use(rec.sandbox_id)
                 if sandbox.container_id is None:
                     return
                 argv = bootstrap_argv("tcp-relay", TARGET_HOST, str(rec.port))
-                remote = await self._service.engine.open_exec_stream(sandbox.container_id, argv, user=SANDBOX_USER)
+                remote = await self._engine.open_exec_stream(sandbox.container_id, argv, user=SANDBOX_USER)
             except CorralError as exc:
                 log.info("sandbox %s port %d: connection refused: %s", rec.sandbox_id, rec.port, exc)
                 return
@@ -217,4 +223,4 @@ async def _pump(source: ByteStream, sink: ByteStream, half_close: bool) -> None:
             pass
 
 
-__all__ = ["PortForwarder", "PortInfo", "check_port"]
+__all__ = ["PortInfo", "Ports", "check_port"]

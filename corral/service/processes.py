@@ -17,9 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from corral.errors import AgentFailure, CorralError, InvalidRequest, QuotaExceeded
+from corral.config import WORKDIR, ExecPolicy
+from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidRequest, QuotaExceeded
 from corral.sandbox_backend.store import ProcessRecord
-from corral.service.sandboxes import SandboxService
+from corral.sandbox_backend.store.processes import ProcessTable
+from corral.service.access import SandboxAccess
 from corral.service.validation import check_env, check_path, check_size
 
 PROCESS_ID_RE = re.compile(r"^p-[0-9a-f]{6}$")
@@ -76,9 +78,9 @@ class InputSent(BaseModel):
     stdin_closed: bool
 
 
-def _agent_error_type(exc: BaseException) -> str | None:
-    """The agent's error type ('not_found', 'not_running', ...) behind a translated CorralError."""
-    return getattr(exc.__cause__, "type", None)
+def _kind(exc: CorralError) -> str | None:
+    """The agent's error type ('not_found', 'not_running', ...) of an error it answered with."""
+    return exc.kind if isinstance(exc, AgentRefused) else None
 
 
 def check_process_id(process_id: str) -> str:
@@ -90,241 +92,228 @@ def check_process_id(process_id: str) -> str:
     return process_id.strip()
 
 
-async def _record(service: SandboxService, process_id: str) -> ProcessRecord:
-    rec = await service.store.get_process(check_process_id(process_id))
-    if rec is None:
-        raise InvalidRequest(
-            f"no process with id {process_id!r}; it was never started here, or its sandbox was deleted. "
-            "list_processes shows a sandbox's processes"
-        )
-    return rec
+class Processes:
+    """Background processes of the sandboxes; the model's ids map to the agent's in SQLite."""
 
+    def __init__(self, sandboxes: SandboxAccess, table: ProcessTable, policy: ExecPolicy) -> None:
+        self._sandboxes = sandboxes
+        self._table = table
+        self._policy = policy
 
-async def _update(service: SandboxService, rec: ProcessRecord, state: dict[str, Any]) -> ProcessRecord:
-    """Store what the agent says about a process (running, exit code) if it changed."""
-    running = bool(state.get("running", False))
-    code = state.get("exit_code")
-    exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
-    if running == rec.running and exit_code == rec.exit_code:
-        return rec
-    ended = state.get("ended")
-    ended_at = None if running else (float(ended) if isinstance(ended, int | float) else time.time())
-    changes: dict[str, Any] = {"running": running, "exit_code": exit_code, "ended_at": ended_at}
-    await service.store.update_process(rec.id, **changes)
-    return rec.with_(**changes)
-
-
-async def _mark_gone(service: SandboxService, rec: ProcessRecord) -> ProcessRecord:
-    if rec.running:
-        return await _update(service, rec, {"running": False, "exit_code": rec.exit_code})
-    return rec
-
-
-async def start_process(
-    service: SandboxService,
-    ref: str,
-    command: str,
-    *,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-) -> ProcessInfo:
-    if not isinstance(command, str) or not command.strip():
-        raise InvalidRequest("command is empty; give a shell command such as 'python3 -m http.server 8000'")
-    if "\x00" in command:
-        raise InvalidRequest("command contains a NUL byte")
-    check_size("command", len(command.encode()), service.settings.exec.max_code_bytes)
-    sandbox = await service.resolve(ref)
-    running = [p for p in await service.store.list_processes(sandbox.id) if p.running]
-    if len(running) >= MAX_RUNNING:
-        running = [p for p in await _refresh(service, sandbox.id) if p.running]
-        if len(running) >= MAX_RUNNING:
-            raise QuotaExceeded(
-                f"sandbox {sandbox.id} already runs {len(running)} background processes (the limit); stop "
-                "some with signal_process first (list_processes shows them)"
-            )
-    params: dict[str, Any] = {
-        "command": command,
-        "cwd": check_path(cwd or "/workspace"),
-        "env": check_env(env),
-    }
-    res = await service.request(sandbox.id, "proc_start", params, timeout=60)
-    agent_id, pid = res.get("proc_id"), res.get("pid")
-    if not isinstance(agent_id, str) or not agent_id:
-        raise AgentFailure("the sandbox's agent did not return a process id")
-    rec = ProcessRecord(
-        id=await _new_id(service),
-        sandbox_id=sandbox.id,
-        agent_id=agent_id,
-        pid=pid if isinstance(pid, int) else None,
-        command=command,
-        cwd=params["cwd"],
-        started_at=time.time(),
-    )
-    await service.store.insert_process(rec)
-    await _prune(service, sandbox.id)
-    return ProcessInfo.from_record(rec)
-
-
-async def _new_id(service: SandboxService) -> str:
-    while True:
-        candidate = f"p-{secrets.token_hex(3)}"
-        if await service.store.get_process(candidate) is None:
-            return candidate
-
-
-async def _prune(service: SandboxService, sandbox_id: str) -> None:
-    finished = [p for p in await service.store.list_processes(sandbox_id) if not p.running]
-    if len(finished) > KEEP_FINISHED:
-        await service.store.delete_processes(sandbox_id, [p.id for p in finished[:-KEEP_FINISHED]])
-
-
-async def process_output(
-    service: SandboxService,
-    process_id: str,
-    *,
-    since: int | None = None,
-    wait: float = 0.0,
-    max_bytes: int | None = None,
-) -> ProcessOutput:
-    rec = await _record(service, process_id)
-    cap = service.settings.exec.output_limit
-    limit = cap if max_bytes is None else max_bytes
-    if not 1 <= limit <= cap:
-        raise InvalidRequest(f"max_bytes must be between 1 and {cap} (got {limit})")
-    if not 0 <= wait <= MAX_WAIT:
-        raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT:g} seconds (got {wait:g})")
-    start = rec.cursor if since is None else since
-    if start < 0:
-        raise InvalidRequest(f"since must be a cursor >= 0 from an earlier reply (got {start})")
-    params = {"proc_id": rec.agent_id, "since": start, "max_bytes": limit, "wait": wait}
-    try:
-        res = await service.request(rec.sandbox_id, "proc_output", params, timeout=wait + 30)
-    except CorralError as exc:
-        raise await _explain(service, rec, exc) from exc
-    data = str(res.get("data", ""))
-    following = res.get("next")
-    if not isinstance(following, int) or following < start:
-        raise AgentFailure(f"process {rec.id}: the sandbox's agent sent a bad output cursor")
-    size = res.get("size")
-    more = max(0, size - following) if isinstance(size, int) else 0
-    rec = await _update(service, rec, res)
-    if following != rec.cursor:
-        await service.store.update_process(rec.id, cursor=following)
-    return ProcessOutput(
-        id=rec.id,
-        output=data[: limit * 4],
-        next_cursor=following,
-        more_bytes=more,
-        running=rec.running,
-        exit_code=rec.exit_code,
-    )
-
-
-async def _explain(service: SandboxService, rec: ProcessRecord, exc: CorralError) -> CorralError:
-    """Turn the agent's errors about a process into messages that use the model's process id."""
-    kind = _agent_error_type(exc)
-    if kind == "not_found":
-        await _mark_gone(service, rec)
-        return InvalidRequest(
-            f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /tmp/.corral "
-            "was removed); start it again with start_process"
-        )
-    if kind == "not_running":
-        rec = await _refresh_one(service, rec)
-        code = f" with exit code {rec.exit_code}" if rec.exit_code is not None else ""
-        return InvalidRequest(
-            f"process {rec.id} is not running (it ended{code}); process_output still returns its output"
-        )
-    return exc
-
-
-async def _refresh_one(service: SandboxService, rec: ProcessRecord) -> ProcessRecord:
-    for current in await _refresh(service, rec.sandbox_id):
-        if current.id == rec.id:
-            return current
-    return rec
-
-
-async def send_input(service: SandboxService, process_id: str, text: str = "", *, eof: bool = False) -> InputSent:
-    rec = await _record(service, process_id)
-    data = (text or "").encode()
-    if not data and not eof:
-        raise InvalidRequest("nothing to send: give text (include '\\n' to end a line) and/or eof=true")
-    check_size("text", len(data), MAX_INPUT)
-    params: dict[str, Any] = {"proc_id": rec.agent_id}
-    if data:
-        params["data_b64"] = base64.b64encode(data).decode()
-    if eof:
-        params["eof"] = True
-    try:
-        res = await service.request(rec.sandbox_id, "proc_input", params, timeout=30)
-    except CorralError as exc:
-        if _agent_error_type(exc) == "timeout":
+    async def _record(self, process_id: str) -> ProcessRecord:
+        rec = await self._table.get(check_process_id(process_id))
+        if rec is None:
             raise InvalidRequest(
-                f"process {rec.id} is not reading its input fast enough: {exc}. Read its output with "
-                "process_output and try again"
-            ) from exc
-        raise await _explain(service, rec, exc) from exc
-    written = res.get("written")
-    return InputSent(id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof)
+                f"no process with id {process_id!r}; it was never started here, or its sandbox was deleted. "
+                "list_processes shows a sandbox's processes"
+            )
+        return rec
 
+    async def _update(self, rec: ProcessRecord, state: dict[str, Any]) -> ProcessRecord:
+        """Store what the agent says about a process (running, exit code) if it changed."""
+        running = bool(state.get("running", False))
+        code = state.get("exit_code")
+        exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        if running == rec.running and exit_code == rec.exit_code:
+            return rec
+        ended = state.get("ended")
+        ended_at = None if running else (float(ended) if isinstance(ended, int | float) else time.time())
+        changes: dict[str, Any] = {"running": running, "exit_code": exit_code, "ended_at": ended_at}
+        await self._table.update(rec.id, **changes)
+        return rec.with_(**changes)
 
-async def signal_process(service: SandboxService, process_id: str, signal: str = "TERM") -> ProcessInfo:
-    rec = await _record(service, process_id)
-    name = signal.upper().removeprefix("SIG") if isinstance(signal, str) else ""
-    if name not in SIGNALS:
-        raise InvalidRequest(f"unsupported signal {signal!r}; use one of: {', '.join(SIGNALS)}")
-    try:
-        await service.request(rec.sandbox_id, "proc_signal", {"proc_id": rec.agent_id, "signal": name}, timeout=30)
-    except CorralError as exc:
-        raise await _explain(service, rec, exc) from exc
-    if name in ENDING_SIGNALS:
-        # Give it a moment to end so the reply can say whether it did (proc_output with a cursor past
-        # any output returns as soon as the process is gone, or after `wait`).
-        params = {"proc_id": rec.agent_id, "since": FAR, "max_bytes": 1, "wait": SIGNAL_SETTLE}
+    async def _mark_gone(self, rec: ProcessRecord) -> ProcessRecord:
+        if rec.running:
+            return await self._update(rec, {"running": False, "exit_code": rec.exit_code})
+        return rec
+
+    async def start_process(
+        self,
+        ref: str,
+        command: str,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ProcessInfo:
+        if not isinstance(command, str) or not command.strip():
+            raise InvalidRequest("command is empty; give a shell command such as 'python3 -m http.server 8000'")
+        if "\x00" in command:
+            raise InvalidRequest("command contains a NUL byte")
+        check_size("command", len(command.encode()), self._policy.max_code_bytes)
+        sandbox = await self._sandboxes.resolve(ref)
+        running = [p for p in await self._table.list(sandbox.id) if p.running]
+        if len(running) >= MAX_RUNNING:
+            running = [p for p in await self._refresh(sandbox.id) if p.running]
+            if len(running) >= MAX_RUNNING:
+                raise QuotaExceeded(
+                    f"sandbox {sandbox.id} already runs {len(running)} background processes (the limit); stop "
+                    "some with signal_process first (list_processes shows them)"
+                )
+        params: dict[str, Any] = {
+            "command": command,
+            "cwd": check_path(cwd or WORKDIR),
+            "env": check_env(env),
+        }
+        res = await self._sandboxes.request(sandbox.id, "proc_start", params, timeout=60)
+        agent_id, pid = res.get("proc_id"), res.get("pid")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise AgentFailure("the sandbox's agent did not return a process id")
+        rec = ProcessRecord(
+            id=await self._new_id(),
+            sandbox_id=sandbox.id,
+            agent_id=agent_id,
+            pid=pid if isinstance(pid, int) else None,
+            command=command,
+            cwd=params["cwd"],
+            started_at=time.time(),
+        )
+        await self._table.insert(rec)
+        await self._prune(sandbox.id)
+        return ProcessInfo.from_record(rec)
+
+    async def _new_id(self) -> str:
+        while True:
+            candidate = f"p-{secrets.token_hex(3)}"
+            if await self._table.get(candidate) is None:
+                return candidate
+
+    async def _prune(self, sandbox_id: str) -> None:
+        finished = [p for p in await self._table.list(sandbox_id) if not p.running]
+        if len(finished) > KEEP_FINISHED:
+            await self._table.delete(sandbox_id, [p.id for p in finished[:-KEEP_FINISHED]])
+
+    async def process_output(
+        self,
+        process_id: str,
+        *,
+        since: int | None = None,
+        wait: float = 0.0,
+        max_bytes: int | None = None,
+    ) -> ProcessOutput:
+        rec = await self._record(process_id)
+        cap = self._policy.output_limit
+        limit = cap if max_bytes is None else max_bytes
+        if not 1 <= limit <= cap:
+            raise InvalidRequest(f"max_bytes must be between 1 and {cap} (got {limit})")
+        if not 0 <= wait <= MAX_WAIT:
+            raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT:g} seconds (got {wait:g})")
+        start = rec.cursor if since is None else since
+        if start < 0:
+            raise InvalidRequest(f"since must be a cursor >= 0 from an earlier reply (got {start})")
+        params = {"proc_id": rec.agent_id, "since": start, "max_bytes": limit, "wait": wait}
         try:
-            res = await service.request(rec.sandbox_id, "proc_output", params, timeout=SIGNAL_SETTLE + 30)
-        except CorralError:
-            return ProcessInfo.from_record(rec)
-        rec = await _update(service, rec, res)
-    return ProcessInfo.from_record(rec)
+            res = await self._sandboxes.request(rec.sandbox_id, "proc_output", params, timeout=wait + 30)
+        except CorralError as exc:
+            raise await self._explain(rec, exc) from exc
+        data = str(res.get("data", ""))
+        following = res.get("next")
+        if not isinstance(following, int) or following < start:
+            raise AgentFailure(f"process {rec.id}: the sandbox's agent sent a bad output cursor")
+        size = res.get("size")
+        more = max(0, size - following) if isinstance(size, int) else 0
+        rec = await self._update(rec, res)
+        if following != rec.cursor:
+            await self._table.update(rec.id, cursor=following)
+        return ProcessOutput(
+            id=rec.id,
+            output=data[: limit * 4],
+            next_cursor=following,
+            more_bytes=more,
+            running=rec.running,
+            exit_code=rec.exit_code,
+        )
 
+    async def _explain(self, rec: ProcessRecord, exc: CorralError) -> CorralError:
+        """Turn the agent's errors about a process into messages that use the model's process id."""
+        kind = _kind(exc)
+        if kind == "not_found":
+            await self._mark_gone(rec)
+            return InvalidRequest(
+                f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /tmp/.corral "
+                "was removed); start it again with start_process"
+            )
+        if kind == "not_running":
+            rec = await self._refresh_one(rec)
+            code = f" with exit code {rec.exit_code}" if rec.exit_code is not None else ""
+            return InvalidRequest(
+                f"process {rec.id} is not running (it ended{code}); process_output still returns its output"
+            )
+        return exc
 
-async def _refresh(service: SandboxService, sandbox_id: str) -> list[ProcessRecord]:
-    """The sandbox's processes, updated from the agent's view of them."""
-    records = await service.store.list_processes(sandbox_id)
-    if not records:
-        return records
-    res = await service.request(sandbox_id, "proc_list", {}, timeout=30)
-    procs = res.get("procs")
-    states = {
-        p["proc_id"]: p for p in (procs if isinstance(procs, list) else []) if isinstance(p, dict) and "proc_id" in p
-    }
-    updated = []
-    for rec in records:
-        state = states.get(rec.agent_id)
-        updated.append(await (_update(service, rec, state) if state is not None else _mark_gone(service, rec)))
-    return updated
+    async def _refresh_one(self, rec: ProcessRecord) -> ProcessRecord:
+        for current in await self._refresh(rec.sandbox_id):
+            if current.id == rec.id:
+                return current
+        return rec
 
+    async def send_input(self, process_id: str, text: str = "", *, eof: bool = False) -> InputSent:
+        rec = await self._record(process_id)
+        data = (text or "").encode()
+        if not data and not eof:
+            raise InvalidRequest("nothing to send: give text (include '\\n' to end a line) and/or eof=true")
+        check_size("text", len(data), MAX_INPUT)
+        params: dict[str, Any] = {"proc_id": rec.agent_id}
+        if data:
+            params["data_b64"] = base64.b64encode(data).decode()
+        if eof:
+            params["eof"] = True
+        try:
+            res = await self._sandboxes.request(rec.sandbox_id, "proc_input", params, timeout=30)
+        except CorralError as exc:
+            if _kind(exc) == "timeout":
+                raise InvalidRequest(
+                    f"process {rec.id} is not reading its input fast enough: {exc}. Read its output with "
+                    "process_output and try again"
+                ) from exc
+            raise await self._explain(rec, exc) from exc
+        written = res.get("written")
+        return InputSent(id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof)
 
-async def list_processes(service: SandboxService, ref: str) -> list[ProcessInfo]:
-    sandbox = await service.resolve(ref)
-    return [ProcessInfo.from_record(rec) for rec in await _refresh(service, sandbox.id)]
+    async def signal_process(self, process_id: str, signal: str = "TERM") -> ProcessInfo:
+        rec = await self._record(process_id)
+        name = signal.upper().removeprefix("SIG") if isinstance(signal, str) else ""
+        if name not in SIGNALS:
+            raise InvalidRequest(f"unsupported signal {signal!r}; use one of: {', '.join(SIGNALS)}")
+        try:
+            signal_params = {"proc_id": rec.agent_id, "signal": name}
+            await self._sandboxes.request(rec.sandbox_id, "proc_signal", signal_params, timeout=30)
+        except CorralError as exc:
+            raise await self._explain(rec, exc) from exc
+        if name in ENDING_SIGNALS:
+            # Give it a moment to end so the reply can say whether it did (proc_output with a cursor past
+            # any output returns as soon as the process is gone, or after `wait`).
+            params = {"proc_id": rec.agent_id, "since": FAR, "max_bytes": 1, "wait": SIGNAL_SETTLE}
+            try:
+                res = await self._sandboxes.request(
+                    rec.sandbox_id, "proc_output", params, timeout=SIGNAL_SETTLE + 30
+                )
+            except CorralError:
+                return ProcessInfo.from_record(rec)
+            rec = await self._update(rec, res)
+        return ProcessInfo.from_record(rec)
 
+    async def _refresh(self, sandbox_id: str) -> list[ProcessRecord]:
+        """The sandbox's processes, updated from the agent's view of them."""
+        records = await self._table.list(sandbox_id)
+        if not records:
+            return records
+        res = await self._sandboxes.request(sandbox_id, "proc_list", {}, timeout=30)
+        procs = res.get("procs")
+        states = {
+            p["proc_id"]: p
+            for p in (procs if isinstance(procs, list) else [])
+            if isinstance(p, dict) and "proc_id" in p
+        }
+        updated = []
+        for rec in records:
+            state = states.get(rec.agent_id)
+            updated.append(await (self._update(rec, state) if state is not None else self._mark_gone(rec)))
+        return updated
 
-async def forget_sandbox(service: SandboxService, sandbox_id: str) -> None:
-    """Drop the process records of a deleted sandbox (its processes died with its container)."""
-    await service.store.delete_processes(sandbox_id)
+    async def list_processes(self, ref: str) -> list[ProcessInfo]:
+        sandbox = await self._sandboxes.resolve(ref)
+        return [ProcessInfo.from_record(rec) for rec in await self._refresh(sandbox.id)]
 
-
-__all__ = [
-    "SIGNALS",
-    "InputSent",
-    "ProcessInfo",
-    "ProcessOutput",
-    "list_processes",
-    "process_output",
-    "send_input",
-    "signal_process",
-    "start_process",
-]
+    async def forget_sandbox(self, sandbox_id: str) -> None:
+        """Drop the process records of a deleted sandbox (its processes died with its container)."""
+        await self._table.delete(sandbox_id)

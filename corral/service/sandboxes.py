@@ -1,25 +1,23 @@
-"""SandboxService: owns the lifecycle and policy of sandboxes; the tools call only this."""
+"""SandboxService: the lifecycle of sandboxes (create, use, delete), reconcile and gc.
+
+Features that live inside a sandbox (processes, ports, contexts, ...) do not reach in here: they
+subscribe to `on_delete` and get the narrow `SandboxAccess` (service/access.py) to reach a
+sandbox's agent.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import (
-    LABEL_NAMESPACE,
-    RUNTIME_RUNC,
-    SANDBOX_USER,
-    WORKDIR,
-    Settings,
-)
+from corral.config import RUNTIME_RUNC, WORKDIR, Settings
 from corral.errors import (
     BackendError,
     BackendUnavailable,
@@ -28,93 +26,77 @@ from corral.errors import (
     InvalidRequest,
     QuotaExceeded,
     RuntimeMissing,
+    SandboxBusy,
     SandboxLost,
     SandboxNotFound,
+    StoreConflict,
 )
-from corral.sandbox_backend.docker_engine import ContainerSpec, DockerEngine, tar_directory
-from corral.sandbox_backend.store import AuditEntry, SandboxRecord, Store
-from corral.service.channels import ChannelPool
-from corral.service.ports import PortForwarder
+from corral.sandbox_backend.archive import tar_directory
+from corral.sandbox_backend.engine import Engine
+from corral.sandbox_backend.store import SandboxRecord
+from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.service.agents import AgentPool
+from corral.service.containers import LABEL_SANDBOX, Containers
+from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
 
 log = logging.getLogger(__name__)
 
-OnOutput = Callable[[str, str], Awaitable[None]]  # (stream, text so far chunk)
-
-
-def home_label(settings: Settings) -> str:
-    """Identifies which Corral data dir owns a container: two servers never reap each other's."""
-    return hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+DeleteHook = Callable[[str], Awaitable[None]]  # gets the id of a sandbox being deleted
 
 
 class SandboxService:
-    def __init__(self, settings: Settings, engine: DockerEngine, store: Store, tg: TaskGroup) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, table: SandboxTable, agents: AgentPool, containers: Containers
+    ) -> None:
         self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.channels = ChannelPool(engine, tg)
-        self.task_group = tg  # long-lived tasks of the service (port listeners)
-        self.ports = PortForwarder(self)
-        self._owner = home_label(settings)
+        self._engine = engine
+        self._table = table
+        self._agents = agents
+        self._containers = containers
         self._locks: dict[str, anyio.Lock] = {}
+        self._on_delete: list[DeleteHook] = []
         self.orphans: list[str] = []
 
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[SandboxService]:
-        store = await Store.open(settings.db_path)
-        engine = DockerEngine(settings.docker_url)
+    def on_delete(self, hook: DeleteHook) -> None:
+        """Call `hook(sandbox_id)` while a sandbox is deleted, before its record goes."""
+        self._on_delete.append(hook)
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Reconcile with the engine and keep statuses current from its events (server mode)."""
         try:
-            async with anyio.create_task_group() as tg:
-                service = cls(settings, engine, store, tg)
-                try:
-                    await service.reconcile()
-                except BackendUnavailable as exc:
-                    log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
-                try:
-                    await service.ports.restore()
-                except Exception:
-                    log.exception("could not re-open the exposed ports")
-                tg.start_soon(engine.watch_container_events, service.owner_filter, service._on_container_event)
-                try:
-                    yield service
-                finally:
-                    await service.ports.close_all()
-                    await service.channels.close_all()
-                    tg.cancel_scope.cancel()
-        finally:
-            await engine.close()
-            await store.close()
+            await self.reconcile()
+        except BackendUnavailable as exc:
+            log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
 
-    # -- labels and lookup ----------------------------------------------------------------------
+        async def watch() -> None:
+            await self._engine.watch_container_events(self._containers.owner_filter, self._on_container_event)
 
-    def labels_for(self, sandbox_id: str) -> dict[str, str]:
-        return {
-            f"{LABEL_NAMESPACE}.managed": "true",
-            f"{LABEL_NAMESPACE}.sandbox": sandbox_id,
-            f"{LABEL_NAMESPACE}.owner": self._owner,
-            f"{LABEL_NAMESPACE}.instance": self.settings.instance_id,
-        }
-
-    @property
-    def owner_filter(self) -> str:
-        return f"{LABEL_NAMESPACE}.owner={self._owner}"
+        supervise(tg, "container events", watch)
 
     def _lock(self, sandbox_id: str) -> anyio.Lock:
         return self._locks.setdefault(sandbox_id, anyio.Lock())
 
+    # -- lookup ---------------------------------------------------------------------------------
+
     async def resolve(self, ref: str) -> SandboxRecord:
         if not isinstance(ref, str) or not ref.strip():
             raise InvalidRequest("`sandbox` must be a sandbox id (sb-xxxxxxxx) or name")
-        rec = await self.store.get_sandbox(ref.strip())
+        rec = await self._table.get(ref.strip())
         if rec is None:
-            known = await self.store.list_sandboxes()
+            known = await self._table.list()
             listing = ", ".join(f"{r.id} ({r.name})" if r.name else r.id for r in known[:20])
             listing = listing or "none yet; create one with create_sandbox"
             raise SandboxNotFound(f"no sandbox with id or name {ref!r}. Known sandboxes: {listing}")
         return rec
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    async def list_all(self) -> list[SandboxRecord]:
+        return await self._table.list()
+
+    async def get(self, ref: str) -> SandboxRecord:
+        return await self._refresh(await self.resolve(ref))
+
+    # -- create ---------------------------------------------------------------------------------
 
     async def create(
         self,
@@ -128,14 +110,14 @@ class SandboxService:
         settings = self.settings
         if name is not None:
             check_name(name)
-            if await self.store.get_sandbox(name) is not None:
-                raise InvalidRequest(f"a sandbox named {name!r} already exists; pick another name or use it")
+            if await self._table.get(name) is not None:
+                raise InvalidRequest(_name_taken(name))
         image = check_image(image or settings.image)
         limits = settings.limits
         memory = limits.memory_bytes if memory_mb is None else self._check_memory(memory_mb)
-        cpu = limits.cpus if cpus is None else self._check_cpus(cpus)
+        cpu = limits.cpus if cpus is None else _check_cpus(cpus)
         user_labels = check_labels(labels or {})
-        if await self.store.count_sandboxes() >= settings.max_sandboxes:
+        if await self._table.count() >= settings.max_sandboxes:
             raise QuotaExceeded(
                 f"this server allows at most {settings.max_sandboxes} sandboxes; delete one first "
                 "(list_sandboxes shows them)"
@@ -144,10 +126,9 @@ class SandboxService:
         await self._check_runtime(runtime)
         await self._ensure_image(image)
 
-        sandbox_id = f"sb-{secrets.token_hex(4)}"
         now = time.time()
         rec = SandboxRecord(
-            id=sandbox_id,
+            id=f"sb-{secrets.token_hex(4)}",
             name=name,
             container_id=None,
             image=image,
@@ -161,34 +142,26 @@ class SandboxService:
             last_used_at=now,
             labels=user_labels,
         )
-        await self.store.insert_sandbox(rec)
+        try:
+            await self._table.insert(rec)
+        except StoreConflict:
+            # Another call took the name between our check and our insert.
+            raise InvalidRequest(_name_taken(name or rec.id)) from None
         container_id: str | None = None
         try:
-            container_id = await self.engine.create_container(
-                ContainerSpec(
-                    name=f"corral-{sandbox_id}",
-                    image=image,
-                    runtime=runtime,
-                    labels=self.labels_for(sandbox_id),
-                    memory_bytes=memory,
-                    nano_cpus=int(cpu * 1e9),
-                    pids_limit=limits.pids,
-                    user=SANDBOX_USER,
-                    workdir=WORKDIR,
-                    env={"HOME": WORKDIR, "LANG": "C.UTF-8", "MPLBACKEND": "Agg"},
-                )
-            )
-            # Images other than ours have no writable /workspace for uid 1000: add one before start.
-            await self.engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
-            await self.engine.start(container_id)
+            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
+            # Images other than ours have no writable home for uid 1000: add one before start.
+            await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
+            await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
-            await self.store.update_sandbox(sandbox_id, container_id=container_id, status="running")
-            await self.channels.get(rec)
+            await self._table.update(rec.id, container_id=container_id, status="running")
+            await self._agents.get(rec)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if container_id is not None:
                     await self._quiet_remove(container_id)
-                await self.store.delete_sandbox(sandbox_id)
+                await self._agents.drop(rec.id)
+                await self._table.delete(rec.id)
             raise
         return rec
 
@@ -198,18 +171,10 @@ class SandboxService:
             raise InvalidRequest(f"memory_mb must be between 64 and {top} (got {memory_mb})")
         return memory_mb * 1024 * 1024
 
-    def _check_cpus(self, cpus: float) -> float:
-        import os
-
-        top = float(os.cpu_count() or 1)
-        if not 0.1 <= cpus <= top:
-            raise InvalidRequest(f"cpus must be between 0.1 and {top:g} on this server (got {cpus:g})")
-        return float(cpus)
-
     async def _check_runtime(self, runtime: str) -> None:
         if runtime == RUNTIME_RUNC:
             return
-        if runtime not in await self.engine.runtimes():
+        if runtime not in await self._engine.runtimes():
             raise RuntimeMissing(
                 f"the gVisor runtime '{runtime}' is not registered with Docker, so no sandbox can be "
                 "created safely. Fix: run scripts/setup-host.sh as root (installs runsc and registers it in "
@@ -218,10 +183,10 @@ class SandboxService:
             )
 
     async def _ensure_image(self, image: str) -> None:
-        if await self.engine.image_exists(image):
+        if await self._engine.image_exists(image):
             return
         try:
-            await self.engine.pull_image(image)
+            await self._engine.pull_image(image)
         except BackendError as exc:
             hint = (
                 "build it with `corral image build`"
@@ -232,63 +197,59 @@ class SandboxService:
 
     async def _quiet_remove(self, container_id: str) -> None:
         try:
-            await self.engine.remove(container_id)
+            await self._engine.remove(container_id)
         except CorralError as exc:
             log.warning("could not remove container %s: %s", container_id[:12], exc)
+
+    # -- delete ---------------------------------------------------------------------------------
 
     async def delete(self, ref: str) -> SandboxRecord:
         rec = await self.resolve(ref)
         async with self._lock(rec.id):
-            await self.channels.drop(rec.id)
+            await self._agents.drop(rec.id)
             if rec.container_id:
-                await self.engine.remove(rec.container_id)
-            await self.ports.close_sandbox(rec.id)
-            await self.store.delete_processes(rec.id)
-            await self.store.delete_sandbox(rec.id)
-            await self.store.forget_contexts(rec.id)
+                await self._engine.remove(rec.container_id)
+            for hook in self._on_delete:
+                await hook(rec.id)
+            await self._table.delete(rec.id)
         self._locks.pop(rec.id, None)
         return rec
 
-    async def list_all(self) -> list[SandboxRecord]:
-        return await self.store.list_sandboxes()
-
-    async def get(self, ref: str) -> SandboxRecord:
-        rec = await self.resolve(ref)
-        return await self._refresh(rec)
+    # -- status -----------------------------------------------------------------------------------
 
     async def _refresh(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.container_id is None or rec.status == "creating":
             return rec
-        info = await self.engine.inspect(rec.container_id)
+        info = await self._engine.inspect(rec.container_id)
         status = "lost" if info is None else ("running" if info.running else "stopped")
         if status != rec.status:
-            await self.store.update_sandbox(rec.id, status=status)
+            await self._table.update(rec.id, status=status)
             rec = rec.with_(status=status)
         return rec
 
     async def _on_container_event(self, action: str, labels: Mapping[str, str]) -> None:
-        """Docker told us a container changed: a stopped or restarted sandbox's agent channel is
-        dead (its exec stream does not always close), so drop it and record the new status."""
-        sandbox_id = labels.get(f"{LABEL_NAMESPACE}.sandbox")
+        """The engine told us a container changed: a stopped or restarted sandbox's agent channel
+        is dead (its exec stream does not always close), so drop it and record the new status."""
+        sandbox_id = labels.get(LABEL_SANDBOX)
         if not sandbox_id or action not in ("die", "stop", "kill", "destroy", "start"):
             return
         if action != "start":
-            await self.channels.drop(sandbox_id)
-        rec = await self.store.get_sandbox(sandbox_id)
+            await self._agents.drop(sandbox_id)
+        rec = await self._table.get(sandbox_id)
         if rec is None or rec.status == "creating":
             return
         status = {"destroy": "lost", "start": "running"}.get(action, "stopped")
         if status != rec.status:
-            await self.store.update_sandbox(sandbox_id, status=status)
+            await self._table.update(sandbox_id, status=status)
 
     async def use(self, ref: str) -> SandboxRecord:
         """Resolve and make ready: a stopped sandbox is started again; a lost one is an error.
 
-        The fast path (a running sandbox with a live channel) costs one SQLite read: Docker's event
-        stream keeps the status current, so no per-call inspect is needed.
+        The fast path (a running sandbox with a live channel) costs one SQLite read: the engine's
+        event stream keeps the status current, so no per-call inspect is needed.
         """
         rec = await self.resolve(ref)
-        if rec.status == "running" and self.channels.is_open(rec.id):
+        if rec.status == "running" and self._agents.is_open(rec.id):
             return await self._touch(rec)
         async with self._lock(rec.id):
             rec = await self._refresh(rec)
@@ -298,11 +259,11 @@ class SandboxService:
                     "removed outside Corral, and its files are gone. delete_sandbox it and create a new one."
                 )
             if rec.status == "creating":
-                raise InvalidRequest(f"sandbox {rec.id} is still being created; try again in a moment")
+                raise SandboxBusy(f"sandbox {rec.id} is still being created; try again in a moment")
             if rec.status == "stopped" and rec.container_id:
-                await self.channels.drop(rec.id)
-                await self.engine.start(rec.container_id)
-                await self.store.update_sandbox(rec.id, status="running")
+                await self._agents.drop(rec.id)
+                await self._engine.start(rec.container_id)
+                await self._table.update(rec.id, status="running")
                 rec = rec.with_(status="running")
             return await self._touch(rec)
 
@@ -310,7 +271,7 @@ class SandboxService:
         now = time.time()
         # A commit per call would cost more than the call itself; minute precision is plenty.
         if now - rec.last_used_at > 60:
-            await self.store.update_sandbox(rec.id, last_used_at=now)
+            await self._table.update(rec.id, last_used_at=now)
             return rec.with_(last_used_at=now)
         return rec
 
@@ -325,28 +286,36 @@ class SandboxService:
     ) -> dict[str, Any]:
         """Send one request to the sandbox's agent (connecting or reconnecting as needed)."""
         rec = await self.use(ref)
-        return await self.channels.request(rec, op, params, timeout=timeout, on_event=on_event)
+        return await self._agents.request(rec, op, params, timeout=timeout, on_event=on_event)
+
+    def agent_started(self, sandbox_id: str) -> float | None:
+        """When the sandbox's agent daemon started (from its hello), if connected: tells a
+        restarted sandbox apart."""
+        return self._agents.agent_started.get(sandbox_id)
 
     # -- reconciliation -----------------------------------------------------------------------------
 
-    async def reconcile(self) -> dict[str, list[str]]:
-        """Bring SQLite in line with Docker after a (re)start. Returns what changed, for the log."""
+    async def reconcile(self, *, dry_run: bool = False) -> dict[str, list[str]]:
+        """Bring SQLite in line with the engine after a (re)start. Returns what changed, for the log.
+        With `dry_run`, only reports: nothing is written."""
         containers = {
-            c.labels.get(f"{LABEL_NAMESPACE}.sandbox", ""): c
-            for c in await self.engine.list_labeled(self.owner_filter)
+            c.labels.get(LABEL_SANDBOX, ""): c for c in await self._engine.list_labeled(self._containers.owner_filter)
         }
+        containers.pop("", None)  # helpers carry no sandbox label
         report: dict[str, list[str]] = {"running": [], "stopped": [], "lost": [], "orphans": []}
-        for rec in await self.store.list_sandboxes():
+        for rec in await self._table.list():
             info = containers.pop(rec.id, None)
             if rec.status == "creating" and info is None:
                 # A create that died half-way: nothing to keep.
-                await self.store.delete_sandbox(rec.id)
+                if not dry_run:
+                    await self._table.delete(rec.id)
                 continue
             status = "lost" if info is None else ("running" if info.running else "stopped")
-            if info is not None and rec.container_id != info.id:
-                await self.store.update_sandbox(rec.id, container_id=info.id)
-            if status != rec.status:
-                await self.store.update_sandbox(rec.id, status=status)
+            if not dry_run:
+                if info is not None and rec.container_id != info.id:
+                    await self._table.update(rec.id, container_id=info.id)
+                if status != rec.status:
+                    await self._table.update(rec.id, status=status)
             report[status].append(rec.id)
         self.orphans = [c.id for c in containers.values()]
         report["orphans"] = [c.name for c in containers.values()]
@@ -354,8 +323,7 @@ class SandboxService:
             log.warning("sandboxes lost (container gone): %s", ", ".join(report["lost"]))
         if report["orphans"]:
             log.warning(
-                "containers with Corral labels but no record (run `corral gc`): %s",
-                ", ".join(report["orphans"]),
+                "containers with Corral labels but no record (run `corral gc`): %s", ", ".join(report["orphans"])
             )
         return report
 
@@ -364,19 +332,18 @@ class SandboxService:
         report = await self.reconcile()
         removed = []
         for container_id, name in zip(self.orphans, report["orphans"], strict=True):
-            await self.engine.remove(container_id)
+            await self._engine.remove(container_id)
             removed.append(name)
         self.orphans = []
         return removed
 
-    # -- audit ------------------------------------------------------------------------------------
 
-    async def audit(
-        self, tool: str, sandbox: str | None, outcome: str, detail: str | None, duration_ms: float
-    ) -> None:
-        try:
-            await self.store.record_audit(
-                AuditEntry(time.time(), tool, sandbox, outcome, (detail or "")[:500] or None, duration_ms)
-            )
-        except Exception:  # the audit must never turn a good call into a failure
-            log.exception("could not write the audit record for %s", tool)
+def _name_taken(name: str) -> str:
+    return f"a sandbox named {name!r} already exists; pick another name or use it"
+
+
+def _check_cpus(cpus: float) -> float:
+    top = float(os.cpu_count() or 1)
+    if not 0.1 <= cpus <= top:
+        raise InvalidRequest(f"cpus must be between 0.1 and {top:g} on this server (got {cpus:g})")
+    return float(cpus)

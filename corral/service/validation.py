@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from corral.config import WORKDIR
 from corral.errors import InvalidRequest, PayloadTooLarge
 
 ID_RE = re.compile(r"^sb-[0-9a-f]{8}$")
@@ -65,7 +66,7 @@ def check_path(path: str) -> str:
             f"invalid path {path[:80]!r}: give a non-empty path of at most {MAX_PATH} characters without "
             "NUL bytes; relative paths are resolved against /workspace"
         )
-    return path if path.startswith("/") else f"/workspace/{path}"
+    return path if path.startswith("/") else f"{WORKDIR}/{path}"
 
 
 def check_size(what: str, size: int, limit: int) -> None:

@@ -8,15 +8,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from corral.config import Settings
 from corral.errors import CorralError
-from corral.service import SandboxService
+from corral.service import Services
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,29 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass
-class AppContext:
-    """What the server lifespan yields to every tool call."""
+# What the server lifespan yields to every tool call: the service API.
+AppContext = Services
 
-    service: SandboxService
-    settings: Settings
+
+@dataclass(frozen=True)
+class ToolSpec:
+    fn: Callable[..., Awaitable[Any]]
+    title: str
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False  # reaches beyond the sandbox (e.g. a git remote)
+
+    @property
+    def annotations(self) -> ToolAnnotations:
+        return ToolAnnotations(
+            title=self.title,
+            read_only_hint=self.read_only,
+            destructive_hint=self.destructive,
+            idempotent_hint=self.idempotent,
+            # Sandboxes have no network by default: most tools' effects stay inside them.
+            open_world_hint=self.open_world,
+        )
 
 
 SandboxRef = Annotated[
@@ -37,10 +54,22 @@ SandboxRef = Annotated[
 ]
 
 
-def service_of(ctx: Context) -> SandboxService:
+def services(ctx: Context) -> Services:
     app = ctx.request_context.lifespan_context
-    assert isinstance(app, AppContext)
-    return app.service
+    assert isinstance(app, Services)
+    return app
+
+
+def progress(ctx: Context) -> Callable[[str, str], Awaitable[None]]:
+    """Report a run's output as MCP progress notifications: (stream, new text)."""
+    sent = 0
+
+    async def report(stream: str, text: str) -> None:
+        nonlocal sent
+        sent += len(text)
+        await ctx.report_progress(sent, None, f"[{stream}] {text[-2000:]}")
+
+    return report
 
 
 def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -57,7 +86,7 @@ def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         ctx: Context = kwargs[ctx_param]  # type: ignore[assignment]
-        service = service_of(ctx)
+        app = services(ctx)
         sandbox = kwargs.get("sandbox")
         started = time.perf_counter()
         outcome, detail = "ok", None
@@ -77,6 +106,6 @@ def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             ) from exc
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            await service.audit(name, sandbox if isinstance(sandbox, str) else None, outcome, detail, elapsed)
+            await app.audit.record(name, sandbox if isinstance(sandbox, str) else None, outcome, detail, elapsed)
 
     return wrapper

@@ -7,8 +7,8 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from corral.service import git
-from corral.service.git import (
+from corral.service.git import OnProgress
+from corral.service.git.models import (
     GitCheckoutResult,
     GitCloneResult,
     GitCommitResult,
@@ -19,8 +19,7 @@ from corral.service.git import (
     GitPushResult,
     GitStatus,
 )
-from corral.tools import ToolSpec
-from corral.tools._base import SandboxRef, audited, service_of
+from corral.tools._base import SandboxRef, ToolSpec, services
 
 RepoArg = Annotated[
     str, Field(description="Repository directory in the sandbox, e.g. /workspace/project (relative: under /workspace).")
@@ -33,14 +32,13 @@ RemoteArg = Annotated[str, Field(description="Remote name.")]
 PathsArg = Annotated[list[str] | None, Field(description="Limit to these files or directories (relative to repo).")]
 
 
-def _progress(ctx: Context) -> git.OnProgress:
+def _progress(ctx: Context) -> OnProgress:
     async def report(progress: float, total: float | None, message: str) -> None:
         await ctx.report_progress(progress, total, message)
 
     return report
 
 
-@audited
 async def git_clone(
     ctx: Context,
     sandbox: SandboxRef,
@@ -51,9 +49,7 @@ async def git_clone(
     credentials: Credentials = None,
 ) -> GitCloneResult:
     """Clone a git repository into the sandbox, which needs no network for it. Reports progress."""
-    return await git.clone(
-        service_of(ctx),
-        sandbox,
+    return await services(ctx).git.clone(sandbox,
         url,
         path=path,
         branch=branch,
@@ -63,13 +59,11 @@ async def git_clone(
     )
 
 
-@audited
 async def git_status(ctx: Context, sandbox: SandboxRef, repo: RepoArg) -> GitStatus:
     """Show the current branch, ahead/behind counts and changed, staged and untracked files."""
-    return await git.status(service_of(ctx), sandbox, repo)
+    return await services(ctx).git.status(sandbox, repo)
 
 
-@audited
 async def git_diff(
     ctx: Context,
     sandbox: SandboxRef,
@@ -79,10 +73,9 @@ async def git_diff(
     base: Annotated[str | None, Field(description="Compare against this commit or branch, e.g. 'HEAD~1'.")] = None,
 ) -> GitDiff:
     """Show changes as a unified diff (untracked files are not included; git_status lists them)."""
-    return await git.diff(service_of(ctx), sandbox, repo, paths=paths, staged=staged, base=base)
+    return await services(ctx).git.diff(sandbox, repo, paths=paths, staged=staged, base=base)
 
 
-@audited
 async def git_log(
     ctx: Context,
     sandbox: SandboxRef,
@@ -92,10 +85,9 @@ async def git_log(
     paths: PathsArg = None,
 ) -> GitLog:
     """List commits: id, author, date and subject."""
-    return await git.log_(service_of(ctx), sandbox, repo, max_count=max_count, rev=rev, paths=paths)
+    return await services(ctx).git.log(sandbox, repo, max_count=max_count, rev=rev, paths=paths)
 
 
-@audited
 async def git_checkout(
     ctx: Context,
     sandbox: SandboxRef,
@@ -105,10 +97,9 @@ async def git_checkout(
     start_point: Annotated[str | None, Field(description="With create: where it starts (default HEAD).")] = None,
 ) -> GitCheckoutResult:
     """Switch to a branch, or create one and switch to it."""
-    return await git.checkout(service_of(ctx), sandbox, repo, branch, create=create, start_point=start_point)
+    return await services(ctx).git.checkout(sandbox, repo, branch, create=create, start_point=start_point)
 
 
-@audited
 async def git_commit(
     ctx: Context,
     sandbox: SandboxRef,
@@ -121,10 +112,9 @@ async def git_commit(
     ] = None,
 ) -> GitCommitResult:
     """Stage changes and commit them."""
-    return await git.commit(service_of(ctx), sandbox, repo, message, author=author, paths=paths)
+    return await services(ctx).git.commit(sandbox, repo, message, author=author, paths=paths)
 
 
-@audited
 async def git_push(
     ctx: Context,
     sandbox: SandboxRef,
@@ -135,9 +125,7 @@ async def git_push(
     force: Annotated[bool, Field(description="Overwrite the remote branch even if it has other commits.")] = False,
 ) -> GitPushResult:
     """Push a branch to the same-named branch of a remote, and track it. Reports progress."""
-    return await git.push(
-        service_of(ctx),
-        sandbox,
+    return await services(ctx).git.push(sandbox,
         repo,
         remote=remote,
         branch=branch,
@@ -147,7 +135,6 @@ async def git_push(
     )
 
 
-@audited
 async def git_pull(
     ctx: Context,
     sandbox: SandboxRef,
@@ -157,9 +144,7 @@ async def git_pull(
     credentials: Credentials = None,
 ) -> GitPullResult:
     """Fetch a remote branch and merge it into the current branch; conflicts are listed, not fatal."""
-    return await git.pull(
-        service_of(ctx),
-        sandbox,
+    return await services(ctx).git.pull(sandbox,
         repo,
         remote=remote,
         branch=branch,
@@ -168,7 +153,7 @@ async def git_pull(
     )
 
 
-GIT_TOOLS: list[ToolSpec] = [
+TOOLS: list[ToolSpec] = [
     ToolSpec(git_clone, "Clone git repository", open_world=True),
     ToolSpec(git_status, "Git status", read_only=True, idempotent=True),
     ToolSpec(git_diff, "Git diff", read_only=True, idempotent=True),

@@ -1,0 +1,59 @@
+"""`corral image build|status`: the default sandbox image, built offline from Debian packages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import anyio
+
+from corral.config import DEFAULT_IMAGE
+
+
+def add_parser(sub: Any) -> None:
+    i = sub.add_parser("image", help="build or check the default sandbox image")
+    i.add_argument("action", choices=["build", "status"])
+    i.add_argument("--name", help=f"image name (default {DEFAULT_IMAGE})")
+    i.add_argument("--force", action="store_true", help="rebuild even if present")
+    i.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from corral.sandbox_backend.docker import DockerEngine
+
+    name = args.name or DEFAULT_IMAGE
+
+    async def exists() -> bool:
+        engine = DockerEngine()
+        try:
+            return await engine.image_exists(name)
+        finally:
+            await engine.close()
+
+    present = anyio.run(exists)
+    if args.action == "status":
+        print(f"{name}: {'present' if present else 'missing (run: corral image build)'}")
+        return 0 if present else 1
+    if present and not args.force:
+        print(f"{name} is already built (use --force to rebuild)", file=sys.stderr)
+        return 0
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from corral.sandbox_backend.image import build_image
+
+    with Progress(
+        TextColumn("[bold]{task.description:<50}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"building {name}", total=1.0)
+
+        def report(stage: str, fraction: float) -> None:
+            progress.update(task, completed=fraction, description=stage[:50])
+
+        build_image(name, progress=report)
+    print(f"built {name}", file=sys.stderr)
+    return 0

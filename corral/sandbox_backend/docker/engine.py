@@ -1,0 +1,292 @@
+"""The Docker implementation of `sandbox_backend.engine.Engine`: one method per Engine API call.
+
+A thin async layer over the docker SDK (which blocks, so it runs in worker threads). Everything
+Docker raises is translated by `map_docker_errors`; nothing above this package imports `docker`.
+Options are typed fields of `ContainerSpec`: there is no way to pass raw Docker options through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import docker
+import docker.errors
+
+from corral.errors import BackendError, PayloadTooLarge
+from corral.sandbox_backend.docker.errors import map_docker_errors, next_event
+from corral.sandbox_backend.docker.exec_stream import DockerExecStream
+from corral.sandbox_backend.engine import (
+    Capabilities,
+    ContainerInfo,
+    ContainerSpec,
+    EventHandler,
+    ExecOutput,
+    StderrListener,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _info(container: Any) -> ContainerInfo:
+    attrs = container.attrs
+    return ContainerInfo(
+        id=container.id,
+        name=attrs.get("Name", "").lstrip("/"),
+        status=attrs.get("State", {}).get("Status", "unknown"),
+        labels=attrs.get("Config", {}).get("Labels") or {},
+        runtime=attrs.get("HostConfig", {}).get("Runtime", ""),
+        image=attrs.get("Config", {}).get("Image", ""),
+    )
+
+
+class DockerEngine:
+    """Async facade over a `docker.DockerClient`; the blocking SDK runs in worker threads.
+
+    The client is made on first use (and again after a failure), so a server started while Docker
+    is down comes up anyway and answers each call with a clear "Docker is not reachable" error.
+    """
+
+    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
+
+    def __init__(self, base_url: str | None = None, client: docker.DockerClient | None = None) -> None:
+        self._base_url = base_url
+        self._client_obj = client
+        self._client_lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(32)
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client_obj is None:
+                if self._base_url:
+                    self._client_obj = docker.DockerClient(base_url=self._base_url, timeout=120)
+                else:
+                    self._client_obj = docker.DockerClient.from_env(timeout=120)
+            return self._client_obj
+
+    async def close(self) -> None:
+        client, self._client_obj = self._client_obj, None
+        if client is not None:
+            await anyio.to_thread.run_sync(client.close)
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            with map_docker_errors(what):
+                return fn(*args, **kwargs)
+
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    # -- engine -----------------------------------------------------------------------------
+
+    async def runtimes(self) -> set[str]:
+        info = await self._run("read Docker info", lambda: self._client.info())
+        return set((info.get("Runtimes") or {}).keys())
+
+    # -- images -----------------------------------------------------------------------------
+
+    async def image_exists(self, name: str) -> bool:
+        def check() -> bool:
+            try:
+                self._client.images.get(name)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        return await self._run(f"look up image {name}", check)
+
+    async def pull_image(self, name: str) -> None:
+        await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
+
+    # -- containers ---------------------------------------------------------------------------
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        def create() -> str:
+            container = self._client.containers.create(
+                image=spec.image,
+                command=list(spec.command),
+                name=spec.name,
+                hostname=spec.hostname,
+                labels=dict(spec.labels),
+                runtime=spec.runtime,
+                user=spec.user,
+                working_dir=spec.workdir,
+                environment=dict(spec.env),
+                mem_limit=spec.memory_bytes,
+                memswap_limit=spec.memory_bytes,
+                nano_cpus=spec.nano_cpus,
+                pids_limit=spec.pids_limit,
+                network_mode="none" if spec.network is None else spec.network,
+                security_opt=["no-new-privileges"],
+                # Sandbox processes run as a non-root user; they need no capability at all.
+                cap_drop=["ALL"],
+                init=False,
+                detach=True,
+            )
+            return str(container.id)
+
+        return await self._run(f"create container {spec.name}", create)
+
+    async def start(self, container_id: str) -> None:
+        await self._run("start container", lambda: self._client.api.start(container_id))
+
+    async def remove(self, container_id: str) -> None:
+        def remove() -> None:
+            try:
+                self._client.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+
+        await self._run("remove container", remove)
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        def get() -> ContainerInfo | None:
+            try:
+                return _info(self._client.containers.get(container_id))
+            except docker.errors.NotFound:
+                return None
+
+        return await self._run("inspect container", get)
+
+    async def list_labeled(self, label: str) -> list[ContainerInfo]:
+        def ls() -> list[ContainerInfo]:
+            return [_info(c) for c in self._client.containers.list(all=True, filters={"label": label})]
+
+        return await self._run("list containers", ls)
+
+    async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        await self._run("copy into container", lambda: self._client.api.put_archive(container_id, path, data))
+
+    async def open_exec_stream(
+        self, container_id: str, argv: Sequence[str], *, user: str = "", workdir: str | None = None
+    ) -> DockerExecStream:
+        """Start `argv` with stdin attached and return its stdio as one byte stream."""
+
+        def start() -> tuple[socket.socket, Any]:
+            api = self._client.api
+            exec_id = api.exec_create(
+                container_id,
+                list(argv),
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                user=user,
+                workdir=workdir,
+            )["Id"]
+            raw = api.exec_start(exec_id, socket=True)
+            sock = getattr(raw, "_sock", raw)
+            if not isinstance(sock, socket.socket):
+                raise BackendError("Docker returned an exec stream Corral cannot use (not a socket)")
+            dup = sock.dup()
+            with contextlib.suppress(Exception):
+                raw.close()
+            return dup, exec_id
+
+        sock, exec_id = await self._run("attach to container", start)
+        stream = await anyio.abc.SocketStream.from_socket(sock)
+        return DockerExecStream(stream, exec_id)
+
+    async def exec_exit_code(self, exec_id: str) -> int | None:
+        info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))
+        return info.get("ExitCode")
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def watch_container_events(
+        self, label: str, handle: EventHandler
+    ) -> None:
+        """Call `handle(action, labels)` for every container event (die, start, destroy, ...) of
+        containers carrying `label`, until cancelled. Reconnects after Docker restarts."""
+        while True:
+            try:
+                stream = await self._run(
+                    "watch Docker events",
+                    lambda: self._client.events(decode=True, filters={"type": "container", "label": label}),
+                )
+            except BackendError as exc:
+                log.debug("event watch unavailable (%s); retrying", exc)
+                await anyio.sleep(2)
+                continue
+            try:
+                while True:
+                    event = await anyio.to_thread.run_sync(next_event, stream, abandon_on_cancel=True)
+                    if event is None:
+                        break
+                    attrs = event.get("Actor", {}).get("Attributes", {}) or {}
+                    await handle(str(event.get("Action", "")), attrs)
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    # -- networks and run-to-completion execs (helper containers) ----------------------------
+
+    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the bridge network `name` unless it exists (safe against a concurrent create)."""
+
+        def ensure() -> None:
+            try:
+                self._client.networks.get(name)
+                return
+            except docker.errors.NotFound:
+                pass
+            try:
+                self._client.networks.create(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: created meanwhile by someone else
+                    raise
+
+        await self._run(f"create network {name}", ensure)
+
+    async def exec_collect(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stderr: StderrListener | None = None,
+        max_stdout: int = 64 * 1024 * 1024,
+        stderr_keep: int = 64 * 1024,
+    ) -> ExecOutput:
+        """Run `argv` to completion in a running container: stdout is collected as bytes (more than
+        `max_stdout` raises PayloadTooLarge), stderr goes to `on_stderr` as it arrives and its last
+        `stderr_keep` bytes are returned. `env` reaches only this process: Docker keeps no record
+        of an exec's environment. Cancelling abandons the call; removing the container ends it."""
+
+        def run() -> ExecOutput:
+            with map_docker_errors("exec in container"):
+                api = self._client.api
+                exec_id = api.exec_create(
+                    container_id,
+                    list(argv),
+                    stdout=True,
+                    stderr=True,
+                    user=user,
+                    workdir=workdir,
+                    environment=dict(env or {}),
+                )["Id"]
+                out, err = bytearray(), bytearray()
+                for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                    if chunk_out:
+                        out += chunk_out
+                        if len(out) > max_stdout:
+                            raise PayloadTooLarge(f"the command wrote more than {max_stdout} bytes")
+                    if chunk_err:
+                        err += chunk_err
+                        del err[:-stderr_keep]
+                        if on_stderr is not None:
+                            anyio.from_thread.run(on_stderr, bytes(chunk_err))
+                code = api.exec_inspect(exec_id).get("ExitCode")
+            return ExecOutput(-1 if code is None else int(code), bytes(out), bytes(err))
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=True)

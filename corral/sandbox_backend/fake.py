@@ -1,0 +1,321 @@
+"""An in-memory `Engine` for unit tests, in the spirit of httpx's `MockTransport`.
+
+Containers are dicts; events go to watchers like Docker's event stream; every operation is
+recorded in `calls`; `fail_next(op, exc)` makes the next call of an operation raise. An exec
+stream is served by a `FakeAgent` that speaks the real agent framing (4-byte length + JSON) and
+answers ops from a table tests can extend. Nothing here touches Docker, the network or a process,
+so the service's lifecycle, reconcile and rollback logic runs anywhere in milliseconds.
+
+This is a test double with real behaviour, not a mock: it enforces the same rules the service
+relies on (a container must exist and run to be exec'd into; removing a missing one is fine).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from corral.errors import BackendError, BackendUnavailable, CorralError, ImageNotFound
+from corral.sandbox_backend.engine import (
+    Capabilities,
+    ContainerInfo,
+    ContainerSpec,
+    EventHandler,
+    ExecOutput,
+    ExecStream,
+    StderrListener,
+)
+
+_HEADER = struct.Struct(">I")
+
+AgentOp = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+
+class FakeAgentError(Exception):
+    """Raise from an op handler to answer with an agent error frame of `kind`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    spec: ContainerSpec
+    status: str = "created"
+    started_at: float | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # put_archive payloads by path
+
+    def info(self) -> ContainerInfo:
+        return ContainerInfo(
+            id=self.id,
+            name=self.spec.name,
+            status=self.status,
+            labels=dict(self.spec.labels),
+            runtime=self.spec.runtime,
+            image=self.spec.image,
+        )
+
+
+class FakeAgent(ExecStream):
+    """The agent end of one exec stream. `ops` maps op names to handlers; `hello` is built in."""
+
+    def __init__(self, container: FakeContainer, ops: Mapping[str, AgentOp], version: str) -> None:
+        self._container = container
+        self._ops = ops
+        self._version = version
+        self._inbox = bytearray()
+        self._outbox = bytearray()
+        self._ready = anyio.Event()
+        self._closed = False
+        self.exec_id = f"exec-{secrets.token_hex(4)}"
+
+    # ByteStream ------------------------------------------------------------------------------
+
+    async def send(self, item: bytes) -> None:
+        if self._closed or self._container.status != "running":
+            raise anyio.BrokenResourceError
+        self._inbox += item
+        while len(self._inbox) >= 4:
+            (size,) = _HEADER.unpack(self._inbox[:4])
+            if len(self._inbox) < 4 + size:
+                break
+            frame = json.loads(bytes(self._inbox[4 : 4 + size]))
+            del self._inbox[: 4 + size]
+            await self._answer(frame)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while not self._outbox:
+            if self._closed:
+                raise anyio.EndOfStream
+            await self._ready.wait()
+            self._ready = anyio.Event()
+        data = bytes(self._outbox[:max_bytes])
+        del self._outbox[:max_bytes]
+        return data
+
+    async def send_eof(self) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    # protocol --------------------------------------------------------------------------------
+
+    def _emit(self, frame: dict[str, Any]) -> None:
+        data = json.dumps(frame).encode()
+        self._outbox += _HEADER.pack(len(data)) + data
+        self._ready.set()
+
+    async def _answer(self, frame: dict[str, Any]) -> None:
+        rid, op = frame.get("id"), frame.get("op")
+        params = {k: v for k, v in frame.items() if k not in ("id", "op")}
+        if op == "hello":
+            self._emit({"id": rid, "event": "result", **self._hello()})
+            return
+        handler = self._ops.get(str(op))
+        if handler is None:
+            self._emit({"id": rid, "event": "error", "error": {"type": "bad_request", "message": f"unknown op {op}"}})
+            return
+        try:
+            result = handler(params)
+            if not isinstance(result, dict):
+                result = await result
+        except FakeAgentError as exc:
+            self._emit({"id": rid, "event": "error", "error": {"type": exc.kind, "message": exc.message}})
+            return
+        self._emit({"id": rid, "event": "result", **result})
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "version": self._version,
+            "protocol": 1,
+            "pid": 2,
+            "uid": 1000,
+            "python": "3.11",
+            "cwd": self._container.spec.workdir,
+            "agent_dir": "/tmp/.corral",
+            "mode": "daemon",
+            "started": self._container.started_at,
+        }
+
+
+class FakeEngine:
+    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
+
+    def __init__(
+        self,
+        *,
+        runtimes: Sequence[str] = ("runc", "corral-runsc", "corral-runsc-net"),
+        images: Sequence[str] = ("corral/sandbox:2",),
+        pullable: Sequence[str] = (),
+        agent_ops: Mapping[str, AgentOp] | None = None,
+        agent_version: str | None = None,
+    ) -> None:
+        self.containers: dict[str, FakeContainer] = {}
+        self.images: set[str] = set(images)
+        self.pullable: set[str] = set(pullable)
+        self.networks: dict[str, dict[str, str]] = {}
+        self.runtime_names: set[str] = set(runtimes)
+        self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
+        self.agent_version = agent_version
+        self.calls: list[tuple[str, str]] = []
+        self.reachable = True
+        self.closed = False
+        self._failures: dict[str, list[CorralError]] = {}
+        self._watchers: list[tuple[str, EventHandler]] = []
+        self._event_queue: list[tuple[str, Mapping[str, str]]] = []
+
+    # test controls -----------------------------------------------------------------------------
+
+    def fail_next(self, op: str, exc: CorralError) -> None:
+        """Make the next call of `op` (an Engine method name) raise `exc`."""
+        self._failures.setdefault(op, []).append(exc)
+
+    async def emit(self, container_id: str, action: str) -> None:
+        """Deliver an engine event about a container to every watcher whose label it carries."""
+        container = self.containers.get(container_id)
+        labels = dict(container.spec.labels) if container else {}
+        for label, handle in list(self._watchers):
+            key, _, value = label.partition("=")
+            if labels.get(key) == value:
+                await handle(action, labels)
+
+    async def stop_container(self, container_id: str, *, action: str = "die") -> None:
+        """The container stops on its own (OOM, crash, `docker stop` by someone else)."""
+        self.containers[container_id].status = "exited"
+        await self.emit(container_id, action)
+
+    async def vanish(self, container_id: str) -> None:
+        """The container is removed behind Corral's back."""
+        await self.emit(container_id, "destroy")
+        self.containers.pop(container_id, None)
+
+    def by_label(self, key: str, value: str) -> list[FakeContainer]:
+        return [c for c in self.containers.values() if c.spec.labels.get(key) == value]
+
+    def _enter(self, op: str, target: str = "") -> None:
+        self.calls.append((op, target))
+        if not self.reachable:
+            raise BackendUnavailable(f"{op}: the Docker engine is not reachable (fake engine switched off)")
+        queue = self._failures.get(op)
+        if queue:
+            raise queue.pop(0)
+
+    def _get(self, container_id: str, what: str) -> FakeContainer:
+        container = self.containers.get(container_id)
+        if container is None:
+            raise BackendError(f"{what}: not found (No such container: {container_id})")
+        return container
+
+    # Engine ------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def runtimes(self) -> set[str]:
+        self._enter("runtimes")
+        return set(self.runtime_names)
+
+    async def image_exists(self, name: str) -> bool:
+        self._enter("image_exists", name)
+        return name in self.images
+
+    async def pull_image(self, name: str) -> None:
+        self._enter("pull_image", name)
+        if name not in self.pullable:
+            raise ImageNotFound(f"pull image {name}: image not found (pull access denied for {name})")
+        self.images.add(name)
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        self._enter("create_container", spec.name)
+        if spec.image not in self.images:
+            raise ImageNotFound(f"create container {spec.name}: image not found ({spec.image})")
+        if spec.runtime not in self.runtime_names:
+            raise BackendError(f"create container {spec.name}: Docker refused: unknown runtime {spec.runtime}")
+        if any(c.spec.name == spec.name for c in self.containers.values()):
+            raise BackendError(f"create container {spec.name}: Docker refused: name already in use")
+        container_id = secrets.token_hex(32)
+        self.containers[container_id] = FakeContainer(container_id, spec)
+        return container_id
+
+    async def start(self, container_id: str) -> None:
+        self._enter("start", container_id)
+        container = self._get(container_id, "start container")
+        if container.status != "running":
+            container.status = "running"
+            container.started_at = time.time()
+            await self.emit(container_id, "start")
+
+    async def remove(self, container_id: str) -> None:
+        self._enter("remove", container_id)
+        if container_id in self.containers:
+            await self.emit(container_id, "destroy")
+            self.containers.pop(container_id, None)
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        self._enter("inspect", container_id)
+        container = self.containers.get(container_id)
+        return container.info() if container else None
+
+    async def list_labeled(self, label: str) -> list[ContainerInfo]:
+        self._enter("list_labeled", label)
+        key, _, value = label.partition("=")
+        return [c.info() for c in self.containers.values() if c.spec.labels.get(key) == value]
+
+    async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        self._enter("put_archive", container_id)
+        self._get(container_id, "copy into container").files[path] = data
+
+    async def open_exec_stream(
+        self, container_id: str, argv: Sequence[str], *, user: str = "", workdir: str | None = None
+    ) -> FakeAgent:
+        self._enter("open_exec_stream", container_id)
+        container = self._get(container_id, "attach to container")
+        if container.status != "running":
+            raise BackendError(f"attach to container: Docker refused: container {container_id[:12]} is not running")
+        from corral.sandbox_backend.agent import AGENT_VERSION
+
+        return FakeAgent(container, self.agent_ops, self.agent_version or AGENT_VERSION)
+
+    async def exec_exit_code(self, exec_id: str) -> int | None:
+        self._enter("exec_exit_code", exec_id)
+        return None
+
+    async def exec_collect(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stderr: StderrListener | None = None,
+        max_stdout: int = 64 * 1024 * 1024,
+        stderr_keep: int = 64 * 1024,
+    ) -> ExecOutput:
+        self._enter("exec_collect", container_id)
+        self._get(container_id, "exec in container")
+        return ExecOutput(0, b"", b"")
+
+    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        self._enter("ensure_network", name)
+        self.networks.setdefault(name, dict(labels))
+
+    async def watch_container_events(self, label: str, handle: EventHandler) -> None:
+        entry = (label, handle)
+        self._watchers.append(entry)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._watchers.remove(entry)

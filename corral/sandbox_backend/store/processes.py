@@ -1,0 +1,110 @@
+"""The `processes` and `ports` tables (migration 003_processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import aiosqlite
+
+from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.records import PortRecord, ProcessRecord
+
+_PROCESS_COLUMNS = "id, sandbox_id, agent_id, pid, command, cwd, started_at, cursor, running, exit_code, ended_at"
+_PROCESS_FIELDS = frozenset(_PROCESS_COLUMNS.split(", "))
+
+
+def _process(row: aiosqlite.Row) -> ProcessRecord:
+    return ProcessRecord(
+        id=row["id"],
+        sandbox_id=row["sandbox_id"],
+        agent_id=row["agent_id"],
+        pid=row["pid"],
+        command=row["command"],
+        cwd=row["cwd"],
+        started_at=row["started_at"],
+        cursor=row["cursor"],
+        running=bool(row["running"]),
+        exit_code=row["exit_code"],
+        ended_at=row["ended_at"],
+    )
+
+
+class ProcessTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, rec: ProcessRecord) -> None:
+        await self._db.execute(
+            f"INSERT INTO processes ({_PROCESS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.id,
+                rec.sandbox_id,
+                rec.agent_id,
+                rec.pid,
+                rec.command,
+                rec.cwd,
+                rec.started_at,
+                rec.cursor,
+                int(rec.running),
+                rec.exit_code,
+                rec.ended_at,
+            ),
+        )
+
+    async def get(self, process_id: str) -> ProcessRecord | None:
+        row = await self._db.fetchone(f"SELECT {_PROCESS_COLUMNS} FROM processes WHERE id = ?", (process_id,))
+        return _process(row) if row else None
+
+    async def list(self, sandbox_id: str | None = None) -> list[ProcessRecord]:
+        query = f"SELECT {_PROCESS_COLUMNS} FROM processes"
+        params: tuple[Any, ...] = ()
+        if sandbox_id is not None:
+            query += " WHERE sandbox_id = ?"
+            params = (sandbox_id,)
+        return [_process(row) for row in await self._db.fetchall(query + " ORDER BY started_at, id", params)]
+
+    async def update(self, process_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _PROCESS_FIELDS
+        if unknown:
+            raise ValueError(f"unknown process fields: {sorted(unknown)}")
+        if "running" in fields:
+            fields["running"] = int(fields["running"])
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        await self._db.execute(f"UPDATE processes SET {assignments} WHERE id = ?", (*fields.values(), process_id))
+
+    async def delete(self, sandbox_id: str, process_ids: Iterable[str] | None = None) -> None:
+        """Forget a sandbox's processes: all of them, or only the listed ones."""
+        if process_ids is None:
+            await self._db.execute("DELETE FROM processes WHERE sandbox_id = ?", (sandbox_id,))
+            return
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "DELETE FROM processes WHERE sandbox_id = ? AND id = ?", [(sandbox_id, p) for p in process_ids]
+            )
+
+
+class PortTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upsert(self, rec: PortRecord) -> None:
+        await self._db.execute(
+            "INSERT INTO ports (sandbox_id, port, host, host_port, created_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (sandbox_id, port) DO UPDATE SET host = excluded.host, host_port = excluded.host_port",
+            (rec.sandbox_id, rec.port, rec.host, rec.host_port, rec.created_at),
+        )
+
+    async def list(self, sandbox_id: str | None = None) -> list[PortRecord]:
+        query = "SELECT sandbox_id, port, host, host_port, created_at FROM ports"
+        params: tuple[Any, ...] = ()
+        if sandbox_id is not None:
+            query += " WHERE sandbox_id = ?"
+            params = (sandbox_id,)
+        return [PortRecord(*row) for row in await self._db.fetchall(query + " ORDER BY created_at, port", params)]
+
+    async def delete(self, sandbox_id: str, port: int | None = None) -> None:
+        if port is None:
+            await self._db.execute("DELETE FROM ports WHERE sandbox_id = ?", (sandbox_id,))
+        else:
+            await self._db.execute("DELETE FROM ports WHERE sandbox_id = ? AND port = ?", (sandbox_id, port))

@@ -1,0 +1,241 @@
+"""upload / download between the server's machine and a sandbox.
+
+Host paths are resolved on the host (symlinks included) and must stay under a directory the
+operator allowed (`Settings.host_dirs`); everything the sandbox says about its files is untrusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import posixpath
+import secrets
+from pathlib import Path
+
+import anyio.to_thread
+
+from corral.errors import AgentFailure, InvalidRequest, PayloadTooLarge
+from corral.service.files.deps import FileDeps
+from corral.service.files.models import Transfer
+from corral.service.files.paths import AGENT_DIR, sandbox_path
+from corral.service.files.tree import make_dir
+
+CHUNK = 4 * 1024 * 1024  # per agent request; its base64 stays well under the 16 MiB frame limit
+MAX_TRANSFER_BYTES = 512 * 1024 * 1024
+MAX_TRANSFER_FILES = 5000
+
+
+def _allowed_dirs(deps: FileDeps) -> list[Path]:
+    dirs = [Path(d).expanduser().resolve() for d in deps.host_dirs]
+    if not dirs:
+        raise InvalidRequest(
+            "upload and download are off: the server's operator has not allowed any host directory. "
+            "To allow one, start the server with `corral serve --allow-host-dir /some/dir` (repeatable) or "
+            "set CORRAL_HOST_DIRS=/dir1:/dir2 in its environment. Until then, use write_file/read_file."
+        )
+    return dirs
+
+
+def host_path(deps: FileDeps, path: str) -> Path:
+    """Resolve a host path (symlinks included) and require it to be inside an allowed directory.
+    Relative paths are taken relative to the first allowed directory."""
+    dirs = _allowed_dirs(deps)
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise InvalidRequest("host_path must be a non-empty path without NUL bytes")
+    raw = Path(path).expanduser()
+    resolved = (raw if raw.is_absolute() else dirs[0] / raw).resolve()
+    if not any(resolved == d or resolved.is_relative_to(d) for d in dirs):
+        listing = ", ".join(str(d) for d in dirs)
+        raise InvalidRequest(
+            f"host path {path!r} (resolved: {resolved}) is outside the host directories the operator allowed "
+            f"({listing}). Use a path under one of them; the operator can allow more with --allow-host-dir "
+            "or CORRAL_HOST_DIRS."
+        )
+    return resolved
+
+
+def _inside(base: Path, rel: str) -> Path | None:
+    """base/rel for a relative path from the sandbox (untrusted), or None if it would leave base."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\x00" in rel or any(p in ("", ".", "..") for p in parts):
+        return None
+    target = base.joinpath(*parts)
+    resolved = target.resolve()
+    return target if resolved == target or resolved.is_relative_to(base) else None
+
+
+async def upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: bool = False) -> Transfer:
+    src = host_path(deps, host)
+    dst = sandbox_path(path)
+    if dst == AGENT_DIR or dst.startswith(AGENT_DIR + "/"):
+        raise InvalidRequest(f"refusing to write into {AGENT_DIR}: it holds Corral's agent state")
+    files, empty_dirs, skipped = await anyio.to_thread.run_sync(_plan_upload, src, dst)
+    if not overwrite:
+        existing = await deps.sandboxes.request(ref, "stat", {"path": dst}, timeout=30)
+        if existing.get("exists"):
+            raise InvalidRequest(
+                f"{dst} already exists in the sandbox; pass overwrite=true to replace it (a directory is "
+                "merged: files of the same name are replaced)"
+            )
+    copied = 0
+    for host_file, target, _size, mode in files:
+        copied += await _upload_file(deps, ref, host_file, target, mode)
+    for directory in empty_dirs[:MAX_TRANSFER_FILES]:
+        await make_dir(deps, ref, directory)
+    return Transfer(
+        direction="upload",
+        host_path=str(src),
+        sandbox_path=dst,
+        files=len(files),
+        bytes=copied,
+        skipped=skipped,
+    )
+
+
+def _plan_upload(src: Path, dst: str) -> tuple[list[tuple[Path, str, int, int]], list[str], list[str]]:
+    """What an upload copies: (host file, sandbox path, size, mode) per file, empty directories to
+    create, and what is skipped. Symlinks are never followed."""
+    if not src.exists():
+        raise InvalidRequest(f"host path {src} does not exist")
+    files: list[tuple[Path, str, int, int]] = []
+    empty_dirs: list[str] = []
+    skipped: list[str] = []
+    if src.is_file():
+        st = src.stat()
+        files.append((src, dst, st.st_size, st.st_mode & 0o777))
+    elif src.is_dir():
+        for root, dirnames, filenames in os.walk(src, followlinks=False):
+            dirnames.sort()
+            if not dirnames and not filenames:
+                empty_dirs.append(posixpath.join(dst, Path(root).relative_to(src).as_posix()))
+            for name in sorted(filenames) + [d for d in dirnames if Path(root, d).is_symlink()]:
+                full = Path(root, name)
+                rel = full.relative_to(src).as_posix()
+                st = full.lstat()
+                if full.is_symlink() or not full.is_file():
+                    skipped.append(f"{rel}: {'symlink' if full.is_symlink() else 'not a regular file'}")
+                    continue
+                files.append((full, posixpath.join(dst, rel), st.st_size, st.st_mode & 0o777))
+                if len(files) > MAX_TRANSFER_FILES:
+                    raise PayloadTooLarge(f"{src} holds more than {MAX_TRANSFER_FILES} files; upload fewer")
+    else:
+        raise InvalidRequest(f"host path {src} is not a regular file or directory")
+    total = sum(size for _, _, size, _ in files)
+    if total > MAX_TRANSFER_BYTES:
+        raise PayloadTooLarge(f"{src} is {total} bytes; one upload copies at most {MAX_TRANSFER_BYTES} bytes")
+    return files, empty_dirs, skipped
+
+
+async def _upload_file(deps: FileDeps, ref: str, source: Path, target: str, mode: int) -> int:
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    sent = 0
+    with os.fdopen(fd, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if sent and not chunk:
+                break
+            params = {
+                "path": target,
+                "data_b64": base64.b64encode(chunk).decode(),
+                "mkdirs": True,
+                "append": sent > 0,
+                "mode": mode,
+            }
+            await deps.sandboxes.request(ref, "write_file", params, timeout=120)
+            sent += len(chunk)
+            if sent > MAX_TRANSFER_BYTES:
+                raise PayloadTooLarge(f"{source} grew past {MAX_TRANSFER_BYTES} bytes during the upload")
+            if len(chunk) < CHUNK:
+                break
+    return sent
+
+
+async def download(deps: FileDeps, ref: str, path: str, host: str, *, overwrite: bool = False) -> Transfer:
+    src = sandbox_path(path)
+    dst = host_path(deps, host)
+    stat = await deps.sandboxes.request(ref, "stat", {"path": src}, timeout=30)
+    if not stat.get("exists"):
+        raise InvalidRequest(f"nothing exists at {src} in the sandbox")
+    kind = stat.get("type")
+    if kind == "symlink":
+        link = str(stat.get("link_target", "?"))[:500]
+        raise InvalidRequest(f"{src} is a symlink to {link}; download the path it points to instead")
+    if dst.exists() and not overwrite:
+        raise InvalidRequest(
+            f"host path {dst} already exists; pass overwrite=true to replace it (a directory is merged: "
+            "files of the same name are replaced)"
+        )
+    skipped: list[str] = []
+    if kind == "file":
+        if dst.is_dir():
+            raise InvalidRequest(f"host path {dst} is a directory; give the file's full destination path")
+        size = await _download_file(deps, ref, src, dst, int(stat.get("mode") or 0o644))
+        return Transfer(direction="download", host_path=str(dst), sandbox_path=src, files=1, bytes=size)
+    if kind != "dir":
+        raise InvalidRequest(f"{src} is not a regular file or directory")
+    if dst.exists() and not dst.is_dir():
+        raise InvalidRequest(f"host path {dst} exists and is not a directory")
+    listing = await deps.sandboxes.request(
+        ref, "list_files", {"path": src, "depth": 64, "max_entries": MAX_TRANSFER_FILES + 1}, timeout=120
+    )
+    entries = listing.get("entries")
+    if not isinstance(entries, list):
+        raise AgentFailure(f"could not list {src} in the sandbox")
+    if listing.get("truncated") or len(entries) > MAX_TRANSFER_FILES:
+        raise PayloadTooLarge(f"{src} holds more than {MAX_TRANSFER_FILES} entries; download less at once")
+    total = sum(int(e.get("size") or 0) for e in entries if isinstance(e, dict) and e.get("type") == "file")
+    if total > MAX_TRANSFER_BYTES:
+        raise PayloadTooLarge(f"{src} is {total} bytes; one download copies at most {MAX_TRANSFER_BYTES} bytes")
+    dst.mkdir(parents=True, exist_ok=True)
+    files = copied = 0
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        rel, etype = entry["path"], entry.get("type")
+        target = _inside(dst, rel)
+        if target is None:
+            skipped.append(f"{rel[:200]}: unsafe name")
+            continue
+        if etype == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        elif etype == "file":
+            copied += await _download_file(deps, ref, posixpath.join(src, rel), target, 0o644)
+            files += 1
+            if copied > MAX_TRANSFER_BYTES:
+                raise PayloadTooLarge(f"{src} grew past {MAX_TRANSFER_BYTES} bytes during the download")
+        else:
+            skipped.append(f"{rel}: {etype}")
+    return Transfer(
+        direction="download", host_path=str(dst), sandbox_path=src, files=files, bytes=copied, skipped=skipped
+    )
+
+
+async def _download_file(deps: FileDeps, ref: str, source: str, target: Path, mode: int) -> int:
+    """Copy one sandbox file to `target` on the host through a temporary sibling + rename, so a
+    symlink planted at `target` is replaced rather than followed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name[:100]}.corral-{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temp, flags, (mode & 0o755) | 0o600)
+    offset = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while True:
+                res = await deps.sandboxes.request(
+                    ref, "read_file", {"path": source, "offset": offset, "max_bytes": CHUNK}, timeout=120
+                )
+                data = base64.b64decode(str(res.get("data_b64", "")))
+                if len(data) > CHUNK:
+                    raise AgentFailure("the sandbox sent more data than asked for")
+                f.write(data)
+                offset += len(data)
+                if offset > MAX_TRANSFER_BYTES:
+                    raise PayloadTooLarge(f"{source} is larger than {MAX_TRANSFER_BYTES} bytes")
+                if not res.get("truncated") or not data:
+                    break
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return offset
+

@@ -1,0 +1,336 @@
+"""edit_file, delete_path, move_path, make_dir, search_files, find_files, upload and download."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from corral.config import ExecPolicy, Settings
+from corral.errors import InvalidRequest
+from corral.server import build_server
+from corral.service.files import transfer
+from corral.service.files.deps import FileDeps
+from corral.service.files.edit import apply_line_edit, apply_snippet_edit
+from corral.service.files.paths import check_not_protected, sandbox_path
+from corral.service.files.tree import FS_SCRIPT, SKIP_DIRS
+from tests.helpers import call_error, call_ok
+from tests.integration.cleanup import reap_containers
+
+# -- pure logic ------------------------------------------------------------------------------------
+
+
+def test_snippet_edit_needs_exactly_one_match() -> None:
+    data = b"a = 1\nb = 2\na = 1\n"
+    with pytest.raises(InvalidRequest, match=r"matches 2 times .*lines 1, 3.*replace_all"):
+        apply_snippet_edit(data, "a = 1", "a = 9", replace_all=False, path="f")
+    assert apply_snippet_edit(data, "a = 1", "a = 9", replace_all=True, path="f") == (
+        b"a = 9\nb = 2\na = 9\n",
+        2,
+        1,
+    )
+    assert apply_snippet_edit(data, "b = 2\n", "", replace_all=False, path="f") == (b"a = 1\na = 1\n", 1, 2)
+    with pytest.raises(InvalidRequest, match=r"not found.*differs only in whitespace"):
+        apply_snippet_edit(data, "b  =  2", "x", replace_all=False, path="f")
+    with pytest.raises(InvalidRequest, match="first line does occur \\(line 2\\)"):
+        apply_snippet_edit(data, "b = 2\nc = 3", "x", replace_all=False, path="f")
+    with pytest.raises(InvalidRequest, match="old_text is empty"):
+        apply_snippet_edit(data, "", "x", replace_all=False, path="f")
+    with pytest.raises(InvalidRequest, match="identical"):
+        apply_snippet_edit(data, "b", "b", replace_all=False, path="f")
+
+
+def test_snippet_edit_is_binary_safe() -> None:
+    data = b"\x00\xff\xfeheader\x00value=1\x00"
+    assert apply_snippet_edit(data, "value=1", "value=2", replace_all=False, path="f")[0] == (
+        b"\x00\xff\xfeheader\x00value=2\x00"
+    )
+
+
+def test_line_edit() -> None:
+    text = "one\ntwo\nthree\n"
+    assert apply_line_edit(text, 2, None, "TWO", path="f") == ("one\nTWO\nthree\n", 2, 2)
+    assert apply_line_edit(text, 1, 2, "x\ny\nz\n", path="f") == ("x\ny\nz\nthree\n", 1, 3)
+    assert apply_line_edit(text, 3, 3, "", path="f")[0] == "one\ntwo\n"
+    assert apply_line_edit("a\r\nb\r\n", 1, None, "A", path="f")[0] == "A\r\nb\r\n"
+    with pytest.raises(InvalidRequest, match="between 1 and 3"):
+        apply_line_edit(text, 4, None, "x", path="f")
+    with pytest.raises(InvalidRequest, match="end_line must be between start_line \\(2\\) and 3"):
+        apply_line_edit(text, 2, 1, "x", path="f")
+    with pytest.raises(InvalidRequest, match="is empty"):
+        apply_line_edit("", 1, None, "x", path="f")
+
+
+def test_sandbox_paths_are_normalised_and_protected() -> None:
+    assert sandbox_path("a/../b/./c/") == "/workspace/b/c"
+    assert sandbox_path("//etc//x") == "/etc/x"
+    assert sandbox_path("/workspace/..") == "/"
+    for path in ("/", "/workspace", "/tmp", "/tmp/.corral", "/tmp/.corral/procs/x"):
+        with pytest.raises(InvalidRequest, match="refusing to delete"):
+            check_not_protected(path, "delete")
+    check_not_protected("/workspace/x", "delete")
+    check_not_protected("/tmp/x", "delete")
+
+
+def fake_service(*dirs: Path) -> FileDeps:
+    return FileDeps(sandboxes=None, policy=ExecPolicy(), host_dirs=tuple(dirs))  # type: ignore[arg-type]
+
+
+def test_host_paths_must_stay_in_allowed_dirs(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "escape").symlink_to(outside)
+    service = fake_service(allowed)
+    assert transfer.host_path(service, str(allowed / "a" / "b.txt")) == allowed / "a" / "b.txt"
+    assert transfer.host_path(service, "rel.txt") == allowed / "rel.txt"
+    for bad in (str(outside / "x"), "../outside/x", str(allowed / "escape" / "x"), "/etc/passwd"):
+        with pytest.raises(InvalidRequest, match="outside the host directories the operator allowed"):
+            transfer.host_path(service, bad)
+    with pytest.raises(InvalidRequest, match="--allow-host-dir"):
+        transfer.host_path(fake_service(), str(allowed / "x"))
+
+
+def test_unsafe_names_from_the_sandbox_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc")
+    assert transfer._inside(tmp_path, "a/b") == tmp_path / "a" / "b"
+    for bad in ("../x", "/etc/passwd", "a/../../x", "a//b", "", "link/passwd", "x\x00y"):
+        assert transfer._inside(tmp_path, bad) is None
+
+
+def run_script(**args: Any) -> dict[str, Any]:
+    """FS_SCRIPT is plain stdlib Python: check its logic on the host against a temporary tree."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FS_SCRIPT, json.dumps(args), ",".join(SKIP_DIRS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reply = json.loads(proc.stdout)
+    assert isinstance(reply, dict)
+    return reply
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel, body in {
+        "src/app.py": b"import os\nprint('Hello')\n",
+        "src/lib/util.py": b"def hello():\n    return 1\n",
+        "src/lib/util.ts": b"export const hello = 1\n",
+        "README.md": b"# hello\n",
+        "node_modules/dep/index.js": b"hello\n",
+        ".git/config": b"hello\n",
+        "data.bin": b"hello\x00\x01",
+    }.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(body)
+    return tmp_path
+
+
+def find(root: Path, glob: str, kind: str = "any") -> list[str]:
+    reply = run_script(op="find", path=str(root), glob=glob, type=kind, max_results=100)
+    return [os.path.relpath(e["path"], root) for e in reply["entries"]]
+
+
+def test_glob_semantics(tree: Path) -> None:
+    assert find(tree, "*.py") == ["src/app.py", "src/lib/util.py"]
+    assert find(tree, "src/*.py") == ["src/app.py"]
+    assert find(tree, "src/**/*.py") == ["src/app.py", "src/lib/util.py"]
+    assert find(tree, "**/util.{py,ts}") == ["src/lib/util.py", "src/lib/util.ts"]
+    assert find(tree, "[!s]*", "dir") == [".git", "node_modules", "src/lib"]  # .git etc. are not descended into
+    assert find(tree, "lib", "file") == []
+
+
+def test_search_semantics(tree: Path) -> None:
+    def search(pattern: str, **extra: Any) -> dict[str, Any]:
+        args = {"glob": None, "literal": False, "ignore_case": False, "max_results": 100, **extra}
+        return run_script(op="search", path=str(tree), pattern=pattern, **args)
+
+    reply = search("hello")
+    found = {(os.path.relpath(m["path"], tree), m["line"]) for m in reply["matches"]}
+    assert found == {("README.md", 1), ("src/lib/util.py", 1), ("src/lib/util.ts", 1)}
+    assert reply["skipped_binary"] == 1 and reply["truncated"] is False
+    assert len(search("hello", ignore_case=True)["matches"]) == 4
+    assert [m["line"] for m in search("hello", glob="*.py")["matches"]] == [1]
+    assert search("print(", literal=True)["matches"][0]["text"] == "print('Hello')"
+    assert search("print(")["error"]["type"] == "bad_request"
+    capped = search("e", max_results=2)
+    assert len(capped["matches"]) == 2 and capped["truncated"] is True
+
+
+def test_move_delete_mkdir_semantics(tree: Path) -> None:
+    assert run_script(op="mkdir", path=str(tree / "new/deep")) == {"created": True}
+    assert run_script(op="mkdir", path=str(tree / "new/deep")) == {"created": False}
+    assert run_script(op="mkdir", path=str(tree / "README.md"))["error"]["type"] == "exists"
+    moved = run_script(op="move", source=str(tree / "README.md"), destination=str(tree / "docs/R.md"), overwrite=False)
+    assert moved == {"type": "file", "replaced": False} and (tree / "docs/R.md").exists()
+    clash = run_script(op="move", source=str(tree / "docs/R.md"), destination=str(tree / "src/app.py"), overwrite=False)
+    assert clash["error"]["type"] == "exists"
+    into = run_script(op="move", source=str(tree / "src"), destination=str(tree / "src/lib/x"), overwrite=True)
+    assert "into itself" in into["error"]["message"]
+    full = run_script(op="delete", path=str(tree / "src"), recursive=False)
+    assert full["error"]["type"] == "not_empty" and "recursive=true" in full["error"]["message"]
+    assert run_script(op="delete", path=str(tree / "src"), recursive=True) == {"type": "dir"}
+    assert run_script(op="delete", path=str(tree / "src"), recursive=True)["error"]["type"] == "not_found"
+
+
+# -- through the MCP session, in a real sandbox ---------------------------------------------------------
+
+
+async def test_edit_file_by_snippet_and_by_lines(client: Client, sandbox: str) -> None:
+    await call_ok(client, "write_file", sandbox=sandbox, path="edit/app.py", content="a = 1\nb = 2\na = 1\n")
+    message = await call_error(client, "edit_file", sandbox=sandbox, path="edit/app.py", old_text="a = 1", new_text="z")
+    assert "matches 2 times" in message and "lines 1, 3" in message
+    assert "not found" in await call_error(
+        client, "edit_file", sandbox=sandbox, path="edit/app.py", old_text="c = 3", new_text="z"
+    )
+    edited = await call_ok(
+        client, "edit_file", sandbox=sandbox, path="edit/app.py", old_text="b = 2", new_text="b = 20"
+    )
+    assert edited["replacements"] == 1 and edited["first_line"] == 2 and "2|b = 20" in edited["snippet"]
+    await call_ok(client, "edit_file", sandbox=sandbox, path="edit/app.py", start_line=3, new_text="c = 3")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/app.py")
+    assert read["content"] == "a = 1\nb = 20\nc = 3\n"
+    assert "either old_text or start_line" in await call_error(
+        client, "edit_file", sandbox=sandbox, path="edit/app.py", old_text="a", start_line=1, new_text="x"
+    )
+
+
+async def test_edit_keeps_binary_bytes_and_file_mode(client: Client, sandbox: str) -> None:
+    blob = b"\xff\xfe\x00KEY=old\x00\x80"
+    await call_ok(client, "write_file", sandbox=sandbox, path="edit/blob.bin",
+                  content=base64.b64encode(blob).decode(), encoding="base64")
+    await call_ok(client, "edit_file", sandbox=sandbox, path="edit/blob.bin", old_text="KEY=old", new_text="KEY=new")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/blob.bin")
+    assert base64.b64decode(read["content"]) == b"\xff\xfe\x00KEY=new\x00\x80"
+    await call_ok(client, "write_file", sandbox=sandbox, path="edit/run.sh", content="#!/bin/sh\necho one\n")
+    await call_ok(client, "run_command", sandbox=sandbox, command="chmod 755 edit/run.sh")
+    await call_ok(client, "edit_file", sandbox=sandbox, path="edit/run.sh", old_text="one", new_text="two")
+    out = await call_ok(client, "run_command", sandbox=sandbox, command="./edit/run.sh && stat -c %a edit/run.sh")
+    assert out["stdout"] == "two\n755\n"
+
+
+async def test_delete_move_and_make_dir(client: Client, sandbox: str) -> None:
+    made = await call_ok(client, "make_dir", sandbox=sandbox, path="ops/a/b")
+    assert made == {"path": "/workspace/ops/a/b", "created": True}
+    assert (await call_ok(client, "make_dir", sandbox=sandbox, path="ops/a/b"))["created"] is False
+    await call_ok(client, "write_file", sandbox=sandbox, path="ops/a/b/f.txt", content="x")
+    await call_ok(client, "write_file", sandbox=sandbox, path="ops/g.txt", content="y")
+
+    moved = await call_ok(client, "move_path", sandbox=sandbox, source="ops/a/b/f.txt", destination="ops/new/f2.txt")
+    assert moved["destination"] == "/workspace/ops/new/f2.txt" and moved["type"] == "file"
+    assert "already exists" in await call_error(
+        client, "move_path", sandbox=sandbox, source="ops/g.txt", destination="ops/new/f2.txt"
+    )
+    replaced = await call_ok(
+        client, "move_path", sandbox=sandbox, source="ops/g.txt", destination="ops/new/f2.txt", overwrite=True
+    )
+    assert replaced["replaced"] is True
+    assert (await call_ok(client, "read_file", sandbox=sandbox, path="ops/new/f2.txt"))["content"] == "y"
+
+    assert "recursive=true" in await call_error(client, "delete_path", sandbox=sandbox, path="ops/new")
+    assert (await call_ok(client, "delete_path", sandbox=sandbox, path="ops/new/f2.txt"))["type"] == "file"
+    assert (await call_ok(client, "delete_path", sandbox=sandbox, path="ops", recursive=True))["type"] == "dir"
+    assert "nothing exists" in await call_error(client, "delete_path", sandbox=sandbox, path="ops")
+    for protected in ("/workspace", "/", "/workspace/..", "/tmp/.corral"):
+        message = await call_error(client, "delete_path", sandbox=sandbox, path=protected, recursive=True)
+        assert "refusing to delete" in message
+    assert (await call_ok(client, "run_command", sandbox=sandbox, command="test -d /workspace"))["exit_code"] == 0
+
+
+async def test_search_and_find(client: Client, sandbox: str) -> None:
+    await call_ok(client, "write_file", sandbox=sandbox, path="proj/src/main.py", content="def main():\n    todo()\n")
+    await call_ok(client, "write_file", sandbox=sandbox, path="proj/src/util.js", content="// TODO: later\n")
+    await call_ok(client, "write_file", sandbox=sandbox, path="proj/node_modules/x/y.js", content="todo\n")
+    found = await call_ok(client, "search_files", sandbox=sandbox, pattern="todo", path="proj", ignore_case=True)
+    assert [(m["path"], m["line"]) for m in found["matches"]] == [
+        ("/workspace/proj/src/main.py", 2),
+        ("/workspace/proj/src/util.js", 1),
+    ]
+    only_py = await call_ok(client, "search_files", sandbox=sandbox, pattern="todo(", literal=True,
+                            path="proj", glob="*.py")
+    assert [m["text"] for m in only_py["matches"]] == ["    todo()"]
+    assert "literal=true" in await call_error(client, "search_files", sandbox=sandbox, pattern="todo(", path="proj")
+    files = await call_ok(client, "find_files", sandbox=sandbox, pattern="*.js", path="proj", type="file")
+    assert [e["path"] for e in files["entries"]] == ["/workspace/proj/src/util.js"]
+    dirs = await call_ok(client, "find_files", sandbox=sandbox, pattern="src", path="proj", type="dir")
+    assert [e["path"] for e in dirs["entries"]] == ["/workspace/proj/src"]
+    capped = await call_ok(client, "find_files", sandbox=sandbox, pattern="*", path="proj", max_results=1)
+    assert capped["truncated"] is True and len(capped["entries"]) == 1
+
+
+async def test_upload_and_download_are_off_unless_allowed(client: Client, sandbox: str, tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    message = await call_error(client, "upload", sandbox=sandbox, host_path=str(tmp_path / "f.txt"), path="f.txt")
+    assert "--allow-host-dir" in message and "CORRAL_HOST_DIRS" in message
+    assert "--allow-host-dir" in await call_error(
+        client, "download", sandbox=sandbox, path="f.txt", host_path=str(tmp_path / "g.txt")
+    )
+
+
+@pytest.fixture
+async def host_client(tmp_path: Path) -> AsyncIterator[tuple[Client, Path, Path]]:
+    home, allowed, outside = tmp_path / "home", tmp_path / "allowed", tmp_path / "outside"
+    for d in (allowed, outside):
+        d.mkdir()
+    try:
+        async with Client(build_server(Settings(home=home, host_dirs=(allowed,))), raise_exceptions=False) as c:
+            yield c, allowed, outside
+    finally:
+        reap_containers(home)
+
+
+async def test_upload_and_download_round_trip(host_client: tuple[Client, Path, Path]) -> None:
+    client, allowed, outside = host_client
+    big = os.urandom(9 * 1024 * 1024 + 123)  # more than two transfer chunks
+    (allowed / "in" / "sub").mkdir(parents=True)
+    (allowed / "in" / "big.bin").write_bytes(big)
+    (allowed / "in" / "sub" / "run.sh").write_text("#!/bin/sh\necho ok\n")
+    (allowed / "in" / "sub" / "run.sh").chmod(0o755)
+    (allowed / "in" / "secret-link").symlink_to(outside)
+    (outside / "secret.txt").write_text("host secret")
+    with anyio.fail_after(240):
+        sandbox = (await call_ok(client, "create_sandbox"))["id"]
+        up = await call_ok(client, "upload", sandbox=sandbox, host_path=str(allowed / "in"), path="up")
+        assert up["files"] == 2 and up["bytes"] == len(big) + 18
+        assert any("secret-link" in s for s in up["skipped"])
+        out = await call_ok(client, "run_command", sandbox=sandbox,
+                            command="./up/sub/run.sh && ls up && sha256sum up/big.bin | cut -c1-64")
+        import hashlib
+
+        assert out["stdout"] == f"ok\nbig.bin\nsub\n{hashlib.sha256(big).hexdigest()}\n"
+        assert "already exists" in await call_error(
+            client, "upload", sandbox=sandbox, host_path=str(allowed / "in"), path="up"
+        )
+
+        down = await call_ok(client, "download", sandbox=sandbox, path="up", host_path="back")
+        assert down["host_path"] == str(allowed / "back") and down["files"] == 2
+        assert (allowed / "back" / "big.bin").read_bytes() == big
+        assert (allowed / "back" / "sub" / "run.sh").read_text() == "#!/bin/sh\necho ok\n"
+        one = await call_ok(client, "download", sandbox=sandbox, path="up/sub/run.sh",
+                            host_path=str(allowed / "run.sh"))
+        assert one["files"] == 1 and os.access(allowed / "run.sh", os.X_OK)
+        assert "already exists" in await call_error(
+            client, "download", sandbox=sandbox, path="up/sub/run.sh", host_path=str(allowed / "run.sh")
+        )
+
+        # Nothing outside the allowed directory, not even through a symlink inside it.
+        link = allowed / "in" / "secret-link"
+        for host_path in (str(outside / "x.txt"), str(link / "x.txt"), "../outside/x.txt", str(link)):
+            message = await call_error(client, "download", sandbox=sandbox, path="up/sub/run.sh", host_path=host_path)
+            assert "outside the host directories the operator allowed" in message
+        for host_path in (str(link / "secret.txt"), str(link), str(outside / "secret.txt")):
+            message = await call_error(client, "upload", sandbox=sandbox, host_path=host_path, path="s")
+            assert "outside the host directories the operator allowed" in message
+        assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+        await call_ok(client, "delete_sandbox", sandbox=sandbox)

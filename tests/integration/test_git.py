@@ -1,0 +1,655 @@
+"""Git tools against a real git server on this machine.
+
+The server is `git http-backend` behind a small threaded HTTP server with basic auth, bound to the
+gateway address of a Docker bridge network this module creates (and removes). Sandboxes have no
+network: clone, pull and push go through Corral's short-lived networked helper. The only traffic
+is to that gateway address.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.server
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import docker
+import pytest
+from mcp import Client
+from pydantic import SecretStr
+
+from corral.config import LABEL_NAMESPACE, RUNTIME_GVISOR_NET, Settings
+from corral.errors import InvalidRequest
+from corral.sandbox_backend.docker import DockerEngine
+from corral.sandbox_backend.engine import ContainerSpec
+from corral.sandbox_backend.store import Store
+from corral.service import open_services
+from corral.service.git.local import parse_status
+from corral.service.git.models import GitCredentials
+from corral.service.git.progress import Progress
+from corral.service.git.refs import check_branch, check_rev, parse_url, repo_name
+from corral.service.git.remote import parse_push
+from corral.service.git.secrets import Auth, redact
+from tests.helpers import call_error, call_ok, text_of
+from tests.integration.cleanup import reap_containers
+
+USER = "alice"
+WAIT = 180  # seconds: generous bound for one networked git operation under gVisor
+
+
+# -- the git server ----------------------------------------------------------------------------------
+
+
+class GitHTTPHandler(http.server.BaseHTTPRequestHandler):
+    """Smart HTTP via `git http-backend` (CGI). Private repos need basic auth for everything, every
+    repo for pushes; REMOTE_USER is set on authenticated requests, which enables receive-pack."""
+
+    server: GitHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.requests.append(format % args)
+
+    def _handle(self) -> None:
+        path, _, query = self.path.partition("?")
+        repo = path.lstrip("/").split("/", 1)[0]
+        pushing = "git-receive-pack" in path or "service=git-receive-pack" in query
+        remote_user = ""
+        if repo in self.server.private or pushing:
+            expected = "Basic " + base64.b64encode(f"{USER}:{self.server.password}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self.server.denied += 1
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            remote_user = USER
+        body = self._body()
+        env = {
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "HOME": str(self.server.root),
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": remote_user,
+            "REMOTE_ADDR": self.client_address[0],
+        }
+        if self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        if self.headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode(errors="replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            elif key:
+                headers.append((key, value.strip()))
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                self.rfile.readline()
+                return bytes(data)
+            data += self.rfile.read(size)
+            self.rfile.readline()
+
+    do_GET = do_POST = _handle
+
+
+class GitHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], root: Path, password: str, private: set[str]) -> None:
+        super().__init__(address, GitHTTPHandler)
+        self.root, self.password, self.private = root, password, private
+        self.requests: list[str] = []
+        self.denied = 0
+
+
+@dataclass
+class GitServer:
+    base: str
+    root: Path
+    password: str
+    http: GitHTTPServer
+    work: Path
+    network: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def url(self, repo: str) -> str:
+        return f"{self.base}/{repo}"
+
+    def creds(self, password: str | None = None) -> dict[str, str]:
+        return {"username": USER, "password": password or self.password}
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        return host_git(*args, cwd=cwd or self.root)
+
+    def log(self, repo: str, ref: str = "main", fmt: str = "%s") -> list[str]:
+        return self.git("--git-dir", str(self.root / repo), "log", f"--format={fmt}", ref).splitlines()
+
+    def commit_on_server(self, repo: str, filename: str, content: str, message: str, branch: str = "main") -> None:
+        """A commit made by someone else, straight into the bare repository."""
+        work = self.work / f"{repo}-{secrets.token_hex(3)}"
+        host_git("clone", "-q", "--branch", branch, str(self.root / repo), str(work), cwd=self.work)
+        (work / filename).write_text(content)
+        host_git("add", "-A", cwd=work)
+        host_git("commit", "-q", "-m", message, cwd=work)
+        host_git("push", "-q", "origin", branch, cwd=work)
+
+
+def host_git(*args: str, cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Server Side",
+        "GIT_AUTHOR_EMAIL": "server@example.test",
+        "GIT_COMMITTER_NAME": "Server Side",
+        "GIT_COMMITTER_EMAIL": "server@example.test",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def make_repo(root: Path, work: Path, name: str, commits: int) -> None:
+    """A bare repo: `commits` commits on main, plus a branch `dev` with one more."""
+    bare = root / name
+    host_git("init", "-q", "--bare", "--initial-branch=main", str(bare), cwd=root)
+    src = work / f"src-{name}"
+    host_git("init", "-q", "--initial-branch=main", str(src), cwd=work)
+    for i in range(1, commits + 1):
+        (src / "README.md").write_text(f"# {name}\n\nrevision {i}\n")
+        host_git("add", "-A", cwd=src)
+        host_git("commit", "-q", "-m", f"{name} commit {i}", cwd=src)
+    host_git("checkout", "-q", "-b", "dev", cwd=src)
+    (src / "dev.txt").write_text("only on dev\n")
+    host_git("add", "-A", cwd=src)
+    host_git("commit", "-q", "-m", "dev work", cwd=src)
+    host_git("push", "-q", str(bare), "main", "dev", cwd=src)
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    client = docker.from_env()
+    network = client.networks.create(
+        f"corral-test-git-{secrets.token_hex(4)}", driver="bridge", labels={f"{LABEL_NAMESPACE}.test": "git"}
+    )
+    http_server: GitHTTPServer | None = None
+    try:
+        network.reload()
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        root = tmp_path_factory.mktemp("git-server")
+        work = tmp_path_factory.mktemp("git-work")
+        make_repo(root, work, "public.git", commits=5)
+        make_repo(root, work, "private.git", commits=3)
+        password = f"pw-{secrets.token_hex(12)}"
+        http_server = GitHTTPServer((gateway, 0), root, password, {"private.git"})
+        threading.Thread(target=http_server.serve_forever, daemon=True).start()
+        port = http_server.server_address[1]
+        yield GitServer(f"http://{gateway}:{port}", root, password, http_server, work, network.name)
+    finally:
+        if http_server is not None:
+            http_server.shutdown()
+            http_server.server_close()
+        network.remove()
+        client.close()
+
+
+def fresh(name: str) -> str:
+    return f"/workspace/{name}-{secrets.token_hex(3)}"
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    with anyio.fail_after(WAIT):
+        return await call_ok(client, tool, **args)
+
+
+async def fails(client: Client, tool: str, **args: Any) -> str:
+    with anyio.fail_after(WAIT):
+        return await call_error(client, tool, **args)
+
+
+async def sh(client: Client, sandbox: str, command: str) -> str:
+    out = await call(client, "run_command", sandbox=sandbox, command=command)
+    assert out["exit_code"] == 0, out
+    return str(out["stdout"])
+
+
+def helpers_left(settings: Settings) -> list[str]:
+    client = docker.from_env()
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.role=git-helper"})
+        return [c.name for c in found if c.name.startswith("corral-git-")]
+    finally:
+        client.close()
+
+
+# -- through the MCP session ---------------------------------------------------------------------------
+
+
+async def test_clone_public_repo_reports_progress_and_leaves_no_helper(
+    client: Client, sandbox: str, git_server: GitServer, settings: Settings
+) -> None:
+    events: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        events.append((progress, total, message))
+
+    path = fresh("public")
+    with anyio.fail_after(WAIT):
+        result = await client.call_tool(
+            "git_clone", {"sandbox": sandbox, "url": git_server.url("public.git"), "path": path},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error, text_of(result)
+    out = result.structured_content
+    assert out is not None
+    summary = (out["path"], out["branch"], out["commits"], out["shallow"], out["via"])
+    assert summary == (path, "main", 5, False, "helper")
+    assert out["head"] == git_server.log("public.git", fmt="%H")[0]
+    assert events and events[-1][0] == 100
+    assert [p for p, _, _ in events] == sorted({p for p, _, _ in events}), "progress must only grow"
+    assert await sh(client, sandbox, f"cat {path}/README.md") == "# public.git\n\nrevision 5\n"
+    assert await sh(client, sandbox, f"stat -c %u {path}/README.md {path}/.git/HEAD") == "1000\n1000\n"
+    # The sandbox itself still has no network.
+    curl = f"curl -sS -m 5 {git_server.url('public.git')}/info/refs"
+    probe = await call(client, "run_command", sandbox=sandbox, command=curl)
+    assert probe["exit_code"] != 0
+    assert helpers_left(settings) == []
+
+
+async def test_clone_branch_with_depth(client: Client, sandbox: str, git_server: GitServer) -> None:
+    path = fresh("shallow")
+    out = await call(client, "git_clone", sandbox=sandbox, url=git_server.url("public.git"), path=path,
+                     branch="dev", depth=2)
+    assert (out["branch"], out["commits"], out["shallow"]) == ("dev", 2, True)
+    log = await call(client, "git_log", sandbox=sandbox, repo=path)
+    assert [c["subject"] for c in log["commits"]] == ["dev work", "public.git commit 5"]
+    assert await sh(client, sandbox, f"cat {path}/dev.txt") == "only on dev\n"
+
+
+async def test_clone_errors_are_clear(client: Client, sandbox: str, git_server: GitServer) -> None:
+    url = git_server.url("public.git")
+    message = await fails(client, "git_clone", sandbox=sandbox, url=url, path=fresh("nobranch"), branch="nope")
+    assert "branch 'nope' does not exist" in message and "main" in message and "dev" in message
+    message = await fails(client, "git_clone", sandbox=sandbox, url=git_server.url("missing.git"), path=fresh("x"))
+    assert "no git repository at" in message
+    message = await fails(client, "git_clone", sandbox=sandbox, url="git@github.com:owner/repo.git")
+    assert "https://" in message and "not supported" in message
+    message = await fails(client, "git_clone", sandbox=sandbox, url=url, path="/workspace")
+    assert "not an empty directory" in message
+    message = await fails(client, "git_clone", sandbox=sandbox, url=url, path=fresh("d"), branch="--upload-pack=x")
+    assert "invalid branch name" in message
+
+
+async def test_private_clone_needs_credentials(client: Client, sandbox: str, git_server: GitServer) -> None:
+    url = git_server.url("private.git")
+    message = await fails(client, "git_clone", sandbox=sandbox, url=url, path=fresh("private"))
+    assert "requires authentication" in message and "credentials" in message
+    message = await fails(client, "git_clone", sandbox=sandbox, url=url, path=fresh("private"),
+                          credentials=git_server.creds("wrong-password"))
+    assert "authentication failed" in message
+    path = fresh("private")
+    out = await call(client, "git_clone", sandbox=sandbox, url=url, path=path, credentials=git_server.creds())
+    assert (out["branch"], out["commits"], out["url"]) == ("main", 3, url)
+
+
+async def test_local_workflow_status_diff_commit_checkout(client: Client, sandbox: str, git_server: GitServer) -> None:
+    repo = fresh("local")
+    await call(client, "git_clone", sandbox=sandbox, url=git_server.url("public.git"), path=repo)
+    status = await call(client, "git_status", sandbox=sandbox, repo=repo)
+    assert (status["branch"], status["upstream"], status["clean"], status["ahead"]) == ("main", "origin/main", True, 0)
+
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/README.md", content="# changed\n")
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/new file.txt", content="new\n")
+    status = await call(client, "git_status", sandbox=sandbox, repo=repo)
+    changes = {(f["path"], f["change"], f["staged"]) for f in status["files"]}
+    assert changes == {("README.md", "modified", False), ("new file.txt", "untracked", False)}
+
+    diff = await call(client, "git_diff", sandbox=sandbox, repo=repo)
+    assert "-revision 5" in diff["diff"] and "+# changed" in diff["diff"]
+    assert (await call(client, "git_diff", sandbox=sandbox, repo=repo, staged=True))["diff"] == ""
+    await sh(client, sandbox, f"cd {repo} && git add README.md")
+    assert "+# changed" in (await call(client, "git_diff", sandbox=sandbox, repo=repo, staged=True))["diff"]
+    only = await call(client, "git_diff", sandbox=sandbox, repo=repo, paths=["dev.txt"], base="HEAD~1")
+    assert only["diff"] == ""
+
+    done = await call(client, "git_commit", sandbox=sandbox, repo=repo, message="Change the readme\n\nBody.",
+                      author="Ada Lovelace <ada@example.test>")
+    assert "2 files changed" in done["summary"] and done["branch"] == "main"
+    log = await call(client, "git_log", sandbox=sandbox, repo=repo, max_count=2)
+    first = log["commits"][0]
+    assert (first["sha"], first["subject"], first["author"], first["email"]) == (
+        done["sha"], "Change the readme", "Ada Lovelace", "ada@example.test")
+    status = await call(client, "git_status", sandbox=sandbox, repo=repo)
+    assert status["clean"] and status["ahead"] == 1
+    assert "nothing to commit" in await fails(client, "git_commit", sandbox=sandbox, repo=repo, message="again")
+
+    made = await call(client, "git_checkout", sandbox=sandbox, repo=repo, branch="feature/x", create=True)
+    assert (made["branch"], made["created"], made["head"]) == ("feature/x", True, done["sha"])
+    tracked = await call(client, "git_checkout", sandbox=sandbox, repo=repo, branch="dev")
+    assert tracked["head"] == git_server.log("public.git", "dev", "%H")[0]
+    message = await fails(client, "git_checkout", sandbox=sandbox, repo=repo, branch="nope")
+    assert "no branch or commit 'nope'" in message and "feature/x" in message and "create=true" in message
+    assert "is not inside a git repository" in await fails(client, "git_status", sandbox=sandbox, repo="/tmp")
+    assert "invalid revision" in await fails(client, "git_log", sandbox=sandbox, repo=repo, rev="--output=/tmp/x")
+
+
+async def test_push_and_pull_round_trip(client: Client, sandbox: str, git_server: GitServer) -> None:
+    creds = git_server.creds()
+    repo = fresh("roundtrip")
+    await call(client, "git_clone", sandbox=sandbox, url=git_server.url("private.git"), path=repo, credentials=creds)
+
+    # A local commit goes to the server.
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/from-sandbox.txt", content="hello\n")
+    done = await call(client, "git_commit", sandbox=sandbox, repo=repo, message="From the sandbox")
+    assert "requires authentication" in await fails(client, "git_push", sandbox=sandbox, repo=repo)
+    pushed = await call(client, "git_push", sandbox=sandbox, repo=repo, credentials=creds)
+    assert (pushed["result"], pushed["head"], pushed["via"]) == ("pushed", done["sha"], "helper")
+    assert git_server.log("private.git", fmt="%H %s")[0] == f"{done['sha']} From the sandbox"
+    assert (await call(client, "git_status", sandbox=sandbox, repo=repo))["ahead"] == 0
+    again = await call(client, "git_push", sandbox=sandbox, repo=repo, credentials=creds)
+    assert again["result"] == "up-to-date"
+
+    # A new branch is created on the server and tracked.
+    await call(client, "git_checkout", sandbox=sandbox, repo=repo, branch="topic", create=True)
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/topic.txt", content="topic\n")
+    await call(client, "git_commit", sandbox=sandbox, repo=repo, message="Topic work")
+    created = await call(client, "git_push", sandbox=sandbox, repo=repo, credentials=creds)
+    assert created["result"] == "created" and git_server.log("private.git", "topic")[0] == "Topic work"
+    assert (await call(client, "git_status", sandbox=sandbox, repo=repo))["upstream"] == "origin/topic"
+    await call(client, "git_checkout", sandbox=sandbox, repo=repo, branch="main")
+
+    # Someone else commits: pull fast-forwards.
+    git_server.commit_on_server("private.git", "server.txt", "from server\n", "Server commit")
+    pulled = await call(client, "git_pull", sandbox=sandbox, repo=repo, credentials=creds)
+    assert (pulled["result"], pulled["before"], pulled["via"]) == ("fast-forward", done["sha"], "helper")
+    assert pulled["after"] == git_server.log("private.git", fmt="%H")[0]
+    assert await sh(client, sandbox, f"cat {repo}/server.txt") == "from server\n"
+    assert (await call(client, "git_pull", sandbox=sandbox, repo=repo, credentials=creds))["result"] == "up-to-date"
+
+    # Diverged: the push is rejected with advice, pull merges, then the push goes through.
+    git_server.commit_on_server("private.git", "server2.txt", "again\n", "Second server commit")
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/mine.txt", content="mine\n")
+    await call(client, "git_commit", sandbox=sandbox, repo=repo, message="Local work")
+    message = await fails(client, "git_push", sandbox=sandbox, repo=repo, credentials=creds)
+    assert "push rejected" in message and "git_pull" in message
+    merged = await call(client, "git_pull", sandbox=sandbox, repo=repo, credentials=creds)
+    assert merged["result"] == "merged"
+    assert (await call(client, "git_push", sandbox=sandbox, repo=repo, credentials=creds))["result"] == "pushed"
+    assert git_server.log("private.git", fmt="%s")[:3] == [
+        f"Merge branch 'main' of {git_server.url('private.git')}", "Local work", "Second server commit"]
+
+    # Conflicting edits are reported, not raised.
+    git_server.commit_on_server("private.git", "README.md", "server version\n", "Server readme")
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/README.md", content="sandbox version\n")
+    await call(client, "git_commit", sandbox=sandbox, repo=repo, message="Sandbox readme")
+    conflict = await call(client, "git_pull", sandbox=sandbox, repo=repo, credentials=creds)
+    assert (conflict["result"], conflict["conflicts"]) == ("conflict", ["README.md"])
+    await sh(client, sandbox, f"cd {repo} && git merge --abort")
+
+    message = await fails(client, "git_pull", sandbox=sandbox, repo=repo, branch="nope", credentials=creds)
+    assert "branch 'nope' does not exist" in message
+
+
+async def test_pull_into_a_shallow_clone(client: Client, sandbox: str, git_server: GitServer) -> None:
+    repo = fresh("shallow-pull")
+    await call(client, "git_clone", sandbox=sandbox, url=git_server.url("public.git"), path=repo, depth=1)
+    git_server.commit_on_server("public.git", "more.txt", "more\n", "Public follow-up")
+    pulled = await call(client, "git_pull", sandbox=sandbox, repo=repo)
+    assert pulled["result"] == "fast-forward"
+    log = await call(client, "git_log", sandbox=sandbox, repo=repo)
+    assert [c["subject"] for c in log["commits"]] == ["Public follow-up", "public.git commit 5"]
+
+
+async def test_credentials_never_leak(
+    client: Client, sandbox: str, git_server: GitServer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = git_server.password
+    basic = base64.b64encode(f"{USER}:{password}".encode()).decode()
+    wrong = f"wrong-{secrets.token_hex(8)}"
+    creds = git_server.creds()
+    url = git_server.url("private.git")
+    outputs: list[str] = []
+
+    async def record(tool: str, **args: Any) -> None:
+        with anyio.fail_after(WAIT):
+            result = await client.call_tool(tool, args)
+        outputs.append(text_of(result))
+        outputs.append(json.dumps(result.structured_content))
+
+    repo = fresh("secret")
+    await record("git_clone", sandbox=sandbox, url=url, path=repo, credentials=creds)
+    # Credentials inside the URL are taken out of it.
+    repo2 = fresh("secret-url")
+    await record("git_clone", sandbox=sandbox, url=url.replace("http://", f"http://{USER}:{password}@"), path=repo2)
+    await record("git_clone", sandbox=sandbox, url=url, path=fresh("bad"), credentials=git_server.creds(wrong))
+    await record("git_clone", sandbox=sandbox, url=url.replace("http://", f"http://{USER}:{wrong}@"), path=fresh("b"))
+    await call(client, "write_file", sandbox=sandbox, path=f"{repo}/x.txt", content="x\n")
+    await record("git_commit", sandbox=sandbox, repo=repo, message="x")
+    await record("git_push", sandbox=sandbox, repo=repo, credentials=creds)
+    await record("git_push", sandbox=sandbox, repo=repo, credentials=git_server.creds(wrong), force=True)
+    await record("git_pull", sandbox=sandbox, repo=repo, credentials=creds)
+    await record("git_pull", sandbox=sandbox, repo=repo2, credentials=creds)
+    assert any('"result": "pushed"' in o for o in outputs), outputs
+    assert sum("authentication failed" in o for o in outputs) == 3, outputs
+
+    secret_values = [password, basic, wrong, base64.b64encode(f"{USER}:{wrong}".encode()).decode()]
+    # 1. tool outputs
+    for text in outputs:
+        assert not [s for s in secret_values if s in text], text
+    # 2. the sandbox: git config, remote URLs, and anything else under the repos or home
+    for path in (repo, repo2):
+        remotes = await sh(client, sandbox, f"cd {path} && git remote -v && git config --list --show-origin")
+        assert "pw-" not in remotes and f"{USER}:" not in remotes
+        assert (await sh(client, sandbox, f"cd {path} && git remote get-url origin")).strip() == url
+    grep = await call(client, "run_command", sandbox=sandbox,
+                      command=f"grep -rlaF -e {password} -e {basic} -e {wrong} /workspace /tmp 2>/dev/null")
+    assert grep["stdout"] == "", grep
+    # 3. SQLite (the database and its write-ahead log) and the audit records in it
+    for db_file in settings.home.glob("corral.db*"):
+        data = db_file.read_bytes()
+        assert not [s for s in secret_values if s.encode() in data], db_file
+    with sqlite3.connect(settings.db_path) as db:
+        audit = db.execute("SELECT tool, outcome, detail FROM audit WHERE tool LIKE 'git_%'").fetchall()
+    assert any(outcome == "error" and "authentication failed" in (detail or "") for _, outcome, detail in audit)
+    assert not [row for row in audit if any(s in str(row) for s in secret_values)]
+    # 4. server logs
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert not [s for s in secret_values if s in logged]
+
+
+async def test_network_enabled_sandbox_runs_git_directly(
+    git_server: GitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Corral has no option for networked sandboxes yet: make one on the test's network by hand."""
+    caplog.set_level(logging.DEBUG)
+    home = tmp_path / "home"
+    settings = Settings(home=home, runtime=RUNTIME_GVISOR_NET)
+    creds = GitCredentials(username=USER, password=SecretStr(git_server.password))
+    try:
+        engine = DockerEngine()
+        create = engine.create_container
+
+        async def create_on_network(spec: ContainerSpec) -> str:
+            return await create(dataclasses.replace(spec, network=git_server.network))
+
+        monkeypatch.setattr(engine, "create_container", create_on_network)
+        async with open_services(settings, engine=engine) as services:
+            rec = await services.sandboxes.create()
+            store = await Store.open(settings.db_path)
+            try:
+                await store.sandboxes.update(rec.id, network=git_server.network)
+            finally:
+                await store.close()
+            with anyio.fail_after(WAIT):
+                cloned = await services.git.clone(rec.id, git_server.url("private.git"), path="p", credentials=creds)
+                expected = len(git_server.log("private.git"))
+                assert (cloned.via, cloned.commits, cloned.path) == ("direct", expected, "/workspace/p")
+                await services.files.write_file(rec.id, "p/direct.txt", "direct\n")
+                made = await services.git.commit(rec.id, "p", "Direct push")
+                pushed = await services.git.push(rec.id, "p", credentials=creds)
+                assert (pushed.via, pushed.result, pushed.head) == ("direct", "pushed", made.sha)
+                assert git_server.log("private.git", fmt="%H")[0] == made.sha
+                git_server.commit_on_server("private.git", "later.txt", "later\n", "Later")
+                pulled = await services.git.pull(rec.id, "p", credentials=creds)
+                assert (pulled.via, pulled.result) == ("direct", "fast-forward")
+                shown = "cat p/.git/config; git -C p remote get-url origin"
+                config = await services.execution.run_command(rec.id, shown)
+            assert git_server.password not in config.stdout and f"{USER}:" not in config.stdout
+            assert git_server.password not in "\n".join(r.getMessage() for r in caplog.records)
+            await services.sandboxes.delete(rec.id)
+    finally:
+        reap_containers(home)
+
+
+# -- pure logic -----------------------------------------------------------------------------------------
+
+
+def test_redact_masks_secrets_userinfo_and_auth_headers() -> None:
+    text = "fatal: unable to access 'https://bob:hunter22@example.test/r.git/': Authorization: Basic Ym9iOmh1"
+    assert redact(text, ["hunter22"]) == (
+        "fatal: unable to access 'https://***@example.test/r.git/': Authorization: Basic ***"
+    )
+    assert redact("token abc123xyz in text", ["abc123xyz", ""]) == "token *** in text"
+    assert redact("mail bob@example.test stays") == "mail bob@example.test stays"
+
+
+def test_parse_url_strips_userinfo_into_credentials() -> None:
+    clean, auth = parse_url("HTTPS://bob:p%40ss@Example.test:8443/o/r.git#frag")
+    assert clean == "https://example.test:8443/o/r.git"
+    assert auth == Auth("bob", "p@ss")
+    assert "p%40ss" in auth.secrets and "p@ss" in auth.secrets
+    token_only = parse_url("https://ghp_abc@example.test/r")[1]
+    assert token_only is not None and "ghp_abc" in token_only.secrets
+    for bad in ("ssh://git@example.test/r", "file:///etc", "https:///nohost", "https://a b/c", "ext::sh -c x"):
+        with pytest.raises(InvalidRequest):
+            parse_url(bad)
+    assert repo_name("https://example.test/owner/My.Repo.git/") == "My.Repo"
+
+
+def test_auth_reaches_git_only_as_environment() -> None:
+    auth = Auth("bob", "s3cret")
+    env = auth.env()
+    assert env["GIT_CONFIG_COUNT"] == "3"
+    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"bob:s3cret").decode()
+    assert GitCredentials(password=SecretStr("x")).password.get_secret_value() == "x"
+    assert "x" not in repr(GitCredentials(password=SecretStr("x")).password)
+    assert GitCredentials.model_validate({"password": 987654321}).password.get_secret_value() == "987654321"
+
+
+def test_ref_validation() -> None:
+    for good in ("main", "feature/x-1", "v1.2", "release+1"):
+        assert check_branch(good) == good
+    for bad in ("-f", "a..b", "a//b", "a/", "x.lock", ".hidden", "a/.b", "with space", "a@{1}", ""):
+        with pytest.raises(InvalidRequest):
+            check_branch(bad)
+    for good in ("HEAD~2", "main..dev", "a1b2c3", "v1.0^{commit}", "origin/main"):
+        assert check_rev(good) == good
+    for bad in ("--output=x", "-n1", "a b", ""):
+        with pytest.raises(InvalidRequest):
+            check_rev(bad)
+
+
+def test_parse_status_porcelain_v2() -> None:
+    text = "\0".join([
+        "# branch.oid 0123abcd",
+        "# branch.head main",
+        "# branch.upstream origin/main",
+        "# branch.ab +2 -1",
+        "1 MM N... 100644 100644 100644 aaa bbb src/a file.py",
+        "2 R. N... 100644 100644 100644 aaa bbb R100 new.py",
+        "old.py",
+        "u UU N... 100644 100644 100644 100644 aaa bbb ccc both.txt",
+        "? untracked dir/",
+        "",
+    ])
+    status = parse_status(text, "/workspace/r")
+    assert (status.branch, status.head, status.upstream, status.ahead, status.behind) == (
+        "main", "0123abcd", "origin/main", 2, 1)
+    assert [(f.path, f.change, f.staged, f.orig_path) for f in status.files] == [
+        ("src/a file.py", "modified", True, None),
+        ("src/a file.py", "modified", False, None),
+        ("new.py", "renamed", True, "old.py"),
+        ("both.txt", "conflicted", False, None),
+        ("untracked dir/", "untracked", False, None),
+    ]
+    assert not status.clean
+    empty = parse_status("# branch.oid (initial)\0# branch.head (detached)\0", "/r")
+    assert (empty.head, empty.branch, empty.clean) == (None, None, True)
+    assert parse_status("? a\0? b\0? c\0", "/r", limit=2).truncated
+
+
+def test_parse_push_porcelain() -> None:
+    out = "To http://h/r.git\n!\trefs/heads/main:refs/heads/main\t[rejected] (fetch first)\nDone\n"
+    assert parse_push(out) == ("!", "[rejected] (fetch first)")
+    assert parse_push("To x\n*\trefs/heads/t:refs/heads/t\t[new branch]\nDone\n") == ("*", "[new branch]")
+    assert parse_push("nothing") is None
+
+
+async def test_progress_is_monotonic_and_redacted() -> None:
+    seen: list[tuple[float, str]] = []
+
+    async def report(progress: float, total: float | None, message: str) -> None:
+        seen.append((progress, message))
+
+    progress = Progress(report, ["tok123"])
+    listen = progress.git(0, 50)
+    await listen(b"remote: Counting objects:  50% (1/2)\rReceiving objects:  10% (1/10)\r")
+    await listen(b"Receiving objects: 100% (10/10), done.\nResolving deltas:  50% (1/2)\r")
+    await listen(b"tok123 Updating files: 100% (3/3)\n")
+    await progress.step(10, "going back is ignored")
+    await progress.step(80, "copying tok123")
+    values = [v for v, _ in seen]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert values[-1] == 80 and seen[-1][1] == "copying ***"
+    assert all("tok123" not in m for _, m in seen)
+
+
+async def test_private_destinations_are_refused_unless_allowed(settings: Settings, tmp_path: Path) -> None:
+    # A server that allows no private destination: nothing is sent, the URL is refused up front.
+    from corral.server import build_server
+    from tests.integration.cleanup import reap_containers
+
+    strict = Settings(home=tmp_path)
+    try:
+        async with Client(build_server(strict)) as strict_client:
+            box = (await call(strict_client, "create_sandbox"))["id"]
+            message = await fails(strict_client, "git_clone", sandbox=box, url="http://127.0.0.1:9/repo.git")
+            assert "refusing to reach 127.0.0.1" in message and "CORRAL_GIT_ALLOW_PRIVATE" in message
+            await call(strict_client, "delete_sandbox", sandbox=box)
+    finally:
+        reap_containers(tmp_path)

@@ -1,0 +1,109 @@
+"""The HTTP transports of a real `corral serve` process: Streamable HTTP and SSE, with a token."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers import call_ok, corral_cmd, corral_env
+from tests.integration.cleanup import reap_containers
+
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)  # polling a condition (the port) with a deadline
+    raise AssertionError("server did not start listening in time")
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("http-home")
+    port = free_port()
+    proc = subprocess.Popen(
+        corral_cmd("serve", "--transport", "sse,http", "--port", str(port), "--token", TOKEN, "--log-level", "WARNING"),
+        env=corral_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reap_containers(home)
+
+
+async def exercise(client: Client) -> None:
+    sandbox = (await call_ok(client, "create_sandbox"))["id"]
+    try:
+        out = await call_ok(client, "run_code", sandbox=sandbox, code="print(sum(range(10)))")
+        assert out["stdout"] == "45\n"
+    finally:
+        await call_ok(client, "delete_sandbox", sandbox=sandbox)
+
+
+async def test_streamable_http_with_token(http_server: str) -> None:
+    auth = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+    with anyio.fail_after(120):
+        async with auth, Client(streamable_http_client(f"{http_server}/mcp", http_client=auth)) as client:
+            await exercise(client)
+
+
+async def test_sse_with_token(http_server: str) -> None:
+    with anyio.fail_after(120):
+        async with Client(sse_client(f"{http_server}/sse", headers={"Authorization": f"Bearer {TOKEN}"})) as client:
+            await exercise(client)
+
+
+async def test_requests_without_the_token_are_refused(http_server: str) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for path in ["/mcp", "/sse", "/messages/"]:
+            response = await http.post(f"{http_server}{path}", json={})
+            assert response.status_code == 401, path
+            assert "Bearer" in response.headers.get("www-authenticate", "")
+        wrong = await http.post(f"{http_server}/mcp", json={}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+
+async def test_dns_rebinding_is_blocked(http_server: str) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            f"{http_server}/mcp", json={}, headers={"Authorization": f"Bearer {TOKEN}", "Host": "evil.example:80"}
+        )
+        assert response.status_code in (400, 403, 421)
+
+
+def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        corral_cmd("serve", "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())),
+        env=corral_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "CORRAL_TOKEN" in proc.stderr and "--insecure-no-auth" in proc.stderr
