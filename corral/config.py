@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import platformdirs
+
+from corral.errors import ConfigurationError
 
 DEFAULT_IMAGE = "corral/sandbox:2"  # the tag is the image recipe version
 RUNTIME_GVISOR = "corral-runsc"
@@ -80,19 +84,36 @@ class Settings:
     def from_env(cls) -> Settings:
         env = os.environ
         policy = ExecPolicy(
-            default_timeout=float(env.get("CORRAL_DEFAULT_TIMEOUT", ExecPolicy.default_timeout)),
-            max_timeout=float(env.get("CORRAL_MAX_TIMEOUT", ExecPolicy.max_timeout)),
-            output_limit=int(env.get("CORRAL_OUTPUT_LIMIT", ExecPolicy.output_limit)),
+            default_timeout=env_number("CORRAL_DEFAULT_TIMEOUT", ExecPolicy.default_timeout, float, low=0.1),
+            max_timeout=env_number("CORRAL_MAX_TIMEOUT", ExecPolicy.max_timeout, float, low=1),
+            output_limit=env_number("CORRAL_OUTPUT_LIMIT", ExecPolicy.output_limit, int, low=1024),
         )
         return cls(
             image=env.get("CORRAL_IMAGE", DEFAULT_IMAGE),
             exec=policy,
-            max_sandboxes=int(env.get("CORRAL_MAX_SANDBOXES", 50)),
+            max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
             docker_url=env.get("DOCKER_HOST"),
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
             git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
         )
+
+
+N = TypeVar("N", int, float)
+
+
+def env_number(name: str, default: N, kind: Callable[[str], N], *, low: float) -> N:
+    """A numeric setting from the environment, or a ConfigurationError that names it."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value < low:
+        raise ConfigurationError(f"{name}={raw!r} is too small; the minimum is {low:g}")
+    return value
 
 
 def parse_host_dirs(spec: str) -> tuple[Path, ...]:

@@ -46,22 +46,32 @@ want = {
     "corral-runsc": {"path": runsc, "runtimeArgs": ["--network=none"]},
     "corral-runsc-net": {"path": runsc, "runtimeArgs": ["--network=host"]},
 }
-if all(runtimes.get(k) == v for k, v in want.items()):
+# Checkpoint/restore (stop and fork with memory) is an experimental Docker feature; SIGHUP does
+# not apply this key, dockerd must be restarted.
+if all(runtimes.get(k) == v for k, v in want.items()) and conf.get("experimental") is True:
     print("no")
     sys.exit()
+restart = conf.get("experimental") is not True
+conf["experimental"] = True
 runtimes.update(want)
 tmp = path + ".corral-tmp"
 with open(tmp, "w") as f:
     json.dump(conf, f, indent=2)
     f.write("\n")
 os.replace(tmp, path)
-print("yes")
+print("restart" if restart else "yes")
 PY
 )
 
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
-if docker_ok; then
-  if [[ $changed == yes ]]; then
+start_dockerd() { (setsid dockerd >/var/log/corral-dockerd.log 2>&1 &); }
+if docker_ok && [[ $changed == restart ]] && [[ $(docker info --format '{{.ExperimentalBuild}}' 2>/dev/null) != true ]]; then
+  log "enabling Docker's experimental features (checkpoints): restarting dockerd"
+  pkill -TERM -x dockerd || true
+  for _ in $(seq 1 60); do pgrep -x dockerd >/dev/null || break; sleep 0.5; done
+  start_dockerd
+elif docker_ok; then
+  if [[ $changed != no ]]; then
     log "runtimes registered; reloading dockerd"
     pkill -HUP -x dockerd || true
   fi
@@ -70,11 +80,12 @@ else
     log "dockerd runs but does not answer yet; waiting"
   else
     log "starting dockerd"
-    (setsid dockerd >/var/log/corral-dockerd.log 2>&1 &)
+    start_dockerd
   fi
 fi
 for _ in $(seq 1 120); do
-  if docker_ok && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q corral-runsc-net; then
+  if docker_ok && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q corral-runsc-net \
+     && [[ $(docker info --format '{{.ExperimentalBuild}}' 2>/dev/null) == true ]]; then
     log "docker ready with runtimes corral-runsc, corral-runsc-net"
     exit 0
   fi
