@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from corral.agent.bundle import AGENT_VERSION, bootstrap_argv
 from corral.config import SANDBOX_USER, WORKDIR
 from corral.errors import AgentFailure, CorralError, InvalidRequest, PayloadTooLarge
-from corral.sandbox_backend.agent import AGENT_VERSION, bootstrap_argv
 from corral.sandbox_backend.channel import (
     AgentChannel,
     AgentChannelError,

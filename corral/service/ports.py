@@ -22,9 +22,9 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from pydantic import BaseModel, Field
 
+from corral.agent.bundle import bootstrap_argv
 from corral.config import SANDBOX_USER
 from corral.errors import CorralError, InvalidRequest, QuotaExceeded
-from corral.sandbox_backend.agent import bootstrap_argv
 from corral.sandbox_backend.store import PortRecord
 
 if TYPE_CHECKING:

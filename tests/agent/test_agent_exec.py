@@ -1,4 +1,4 @@
-"""exec, concurrency, cancellation and request validation against `agent.py serve-stdio`."""
+"""exec, concurrency, cancellation and request validation against the agent in serve-stdio mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral.sandbox_backend.agent import AGENT_VERSION
+from corral.agent.bundle import AGENT_VERSION
 from corral.sandbox_backend.channel import AgentChannel, AgentError
 
 from .helpers import agent_env, agent_process, eventually, pid_alive, read_to_end, stdio_argv

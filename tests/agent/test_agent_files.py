@@ -1,4 +1,4 @@
-"""read_file, write_file, list_files, stat and signal against `agent.py serve-stdio`."""
+"""read_file, write_file, list_files, stat and signal against the agent in serve-stdio mode."""
 
 from __future__ import annotations
 
