@@ -73,6 +73,23 @@ async def test_relay_starts_the_daemon_from_the_bundle(agent_dir: Path) -> None:
     assert daemon_pid(agent_dir) == hello["pid"]
 
 
+async def test_sandbox_files_and_python_variables_cannot_hijack_the_agent(agent_dir: Path, tmp_path: Path) -> None:
+    # The host starts the relay in /workspace, whose files belong to the sandbox: a module there
+    # (or on a PYTHONPATH of the image) must not replace what the bootstrap or the agent imports.
+    hostile = tmp_path / "workspace"
+    hostile.mkdir()
+    for name in ("base64", "json", "os", "random", "selectors", "socket", "tempfile", "zipfile", PACKAGE):
+        (hostile / f"{name}.py").write_text(f"raise SystemExit('{name}.py from the sandbox was imported')\n")
+    env = {**agent_env(agent_dir), "PYTHONPATH": str(hostile)}
+    async with open_channel(relay_argv(), env, cwd=hostile) as channel:
+        hello = await channel.request("hello")
+        assert hello["version"] == AGENT_VERSION and hello["mode"] == "daemon"
+        started = await channel.request("proc_start", {"command": "echo waited"})  # a proc-waiter too
+        reader = ProcReader(started["proc_id"])
+        await reader.until(channel, lambda r: r.last.get("eof") is True)
+    assert reader.text == "waited\n"
+
+
 KEEP = {"language": "python", "context": "keep", "timeout": 20}
 
 
