@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 USAGE = (
-    "usage: <agent> [relay | daemon | serve-stdio | tcp-relay HOST PORT | proc-waiter DIR | version]"
+    "usage: <agent> [relay | daemon | serve-stdio | tcp-relay HOST PORT | proc-waiter DIR | fs-scan | version]"
 )
 
 
@@ -35,6 +35,10 @@ def main(argv: list[str]) -> int:
         from .procs import proc_waiter_main
 
         return proc_waiter_main(argv[1])
+    if mode == "fs-scan" and len(argv) == 1:
+        from .fsscan import fs_scan_main
+
+        return fs_scan_main()
     if mode == "version" and len(argv) == 1:
         from .bundle import agent_version
 

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import errno
 
+# Protocol error types (docs/agent-protocol.md, "Requests and replies").
+KINDS = frozenset(
+    {
+        "bad_request",
+        "not_found",
+        "is_a_directory",
+        "not_a_directory",
+        "permission",
+        "exists",
+        "too_large",
+        "timeout",
+        "unknown_context",
+        "busy",
+        "not_running",
+        "cancelled",
+        "io_error",
+        "internal",
+    }
+)
+
 
 class Failure(Exception):
     """An error reply: `kind` is the protocol error type."""
@@ -26,6 +46,7 @@ ERRNO_KINDS = {
     errno.EPERM: "permission",
     errno.EROFS: "permission",
     errno.EEXIST: "exists",
+    errno.ENOTEMPTY: "exists",
     errno.ENAMETOOLONG: "bad_request",
 }
 

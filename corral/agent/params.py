@@ -104,8 +104,8 @@ class Params:
             raise bad_request(f"'{name}' must be true or false, got {short(value)}")
         return value
 
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        value = self.string(name, max_len=64)
+    def choice(self, name: str, options: tuple[str, ...], default: str = _MISSING) -> str:
+        value = self.string(name, default, max_len=64)
         if value not in options:
             allowed = "/".join(options)
             raise bad_request(f"'{name}' must be one of {allowed}, got {short(value)}")
