@@ -5,8 +5,8 @@ One module for both sides, so the version digest exists once:
 - the agent imports it (as `corral_agent.bundle` inside a sandbox) for `agent_version()`, which
   `hello` reports, and `launch_argv(mode)`, with which it starts its daemon and helpers.
 
-The bundle is a zip of this package (`*.py` + `drivers/*`, plus a `VERSION` file) whose members
-sit under `corral_agent/`. `bootstrap_argv()` is a complete command line: a short bootstrap script
+The bundle is a zlib-compressed zip of this package (`*.py` + `drivers/*`, plus a `VERSION` file)
+whose members sit under `corral_agent/`. `bootstrap_argv()` is a complete command line: a short bootstrap script
 plus the base64 zip. Inside the sandbox the bootstrap unpacks the zip once into
 `<agent dir>/v-<AGENT_VERSION>/` (staging dir + atomic rename) and execs the package's entry point
 from there with `python3 -I`: isolated mode ignores PYTHON* variables and the user site, and puts
@@ -25,6 +25,7 @@ import io
 import os
 import sys
 import zipfile
+import zlib
 
 PACKAGE = "corral_agent"  # the package's top-level name inside a sandbox
 DEFAULT_AGENT_DIR = "/tmp/.corral"
@@ -117,10 +118,10 @@ import os, sys
 root = os.environ.get("CORRAL_AGENT_DIR") or %(agent_dir)r
 home = os.path.join(root, "v-%(version)s")
 if not os.path.isfile(os.path.join(home, %(package)r, "VERSION")):
-    import base64, io, shutil, tempfile, zipfile
+    import base64, io, shutil, tempfile, zipfile, zlib
     os.makedirs(root, mode=0o700, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".unpack-", dir=root)
-    zipfile.ZipFile(io.BytesIO(base64.b64decode(sys.argv[2]))).extractall(staging)
+    zipfile.ZipFile(io.BytesIO(zlib.decompress(base64.b64decode(sys.argv[2])))).extractall(staging)
     try:
         os.rename(staging, home)
     except OSError:
@@ -131,14 +132,15 @@ os.execv(sys.executable, argv)
 
 
 def _zip(members: list[tuple[str, bytes]], version: str) -> bytes:
+    """The members, stored, in a zip that is then compressed as a whole: about a fifth smaller
+    than deflating each member on its own (the command line has to stay under 128 KiB)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, data in [*members, ("VERSION", version.encode() + b"\n")]:
             info = zipfile.ZipInfo(f"{PACKAGE}/{name}", date_time=(2000, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
-    return buffer.getvalue()
+    return zlib.compress(buffer.getvalue(), 9)
 
 
 _boot: list[tuple[str, str]] = []
