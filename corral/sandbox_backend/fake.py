@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from corral.agent.bundle import agent_version
 from corral.errors import BackendError, BackendUnavailable, CorralError, ImageNotFound
 from corral.sandbox_backend.engine import (
     Capabilities,
@@ -284,9 +285,7 @@ class FakeEngine:
         container = self._get(container_id, "attach to container")
         if container.status != "running":
             raise BackendError(f"attach to container: Docker refused: container {container_id[:12]} is not running")
-        from corral.sandbox_backend.agent import AGENT_VERSION
-
-        return FakeAgent(container, self.agent_ops, self.agent_version or AGENT_VERSION)
+        return FakeAgent(container, self.agent_ops, self.agent_version or agent_version())
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
         self._enter("exec_exit_code", exec_id)

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from corral.agent.bundle import AGENT_VERSION, bootstrap_argv
 from corral.config import SANDBOX_USER, WORKDIR
 from corral.errors import AgentFailure, AgentRefused, CorralError, PayloadTooLarge, SandboxBusy
-from corral.sandbox_backend.agent import AGENT_VERSION, bootstrap_argv
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentChannelError, AgentError
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord

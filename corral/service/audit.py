@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from corral.sandbox_backend.store.audit import AuditEntry, AuditTable
+from corral.sandbox_backend.store.audit import AuditTable
+from corral.sandbox_backend.store.records import AuditEntry
 
 log = logging.getLogger(__name__)
 

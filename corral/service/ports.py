@@ -22,9 +22,9 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 from pydantic import BaseModel, Field
 
+from corral.agent.bundle import bootstrap_argv
 from corral.config import SANDBOX_USER
 from corral.errors import CorralError, InvalidRequest, QuotaExceeded
-from corral.sandbox_backend.agent import bootstrap_argv
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import PortRecord, SandboxRecord
 from corral.sandbox_backend.store.processes import PortTable

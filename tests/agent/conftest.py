@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.sandbox_backend.channel import AgentChannel
+from corral.sandbox_backend.agent_channel import AgentChannel
 
 from .helpers import agent_env, kill_processes_of, open_channel, stdio_argv
 
@@ -27,7 +27,7 @@ def agent_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 async def agent(agent_dir: Path) -> AsyncIterator[AgentChannel]:
-    """A channel to `agent.py serve-stdio`, with the fake python driver for code contexts."""
+    """A channel to the agent in serve-stdio mode, with the fake python driver for code contexts."""
     async with open_channel(stdio_argv(), agent_env(agent_dir)) as channel:
         yield channel
 

@@ -16,10 +16,10 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from anyio.streams.stapled import StapledByteStream
 
-from corral.sandbox_backend.agent import bootstrap_argv
-from corral.sandbox_backend.channel import AgentChannel
+from corral.agent.bundle import bootstrap_argv, launch_argv
+from corral.sandbox_backend.agent_channel import AgentChannel
 
-AGENT_PY = Path(__file__).resolve().parents[2] / "corral" / "sandbox_backend" / "agent" / "agent.py"
+AGENT_PACKAGE = Path(__file__).resolve().parents[2] / "corral" / "agent"
 FAKE_DRIVERS = Path(__file__).resolve().parent / "fake_drivers"
 # Run the agent under another interpreter (e.g. a Python 3.8) to check compatibility.
 AGENT_PYTHON = os.environ.get("CORRAL_AGENT_PYTHON", sys.executable)
@@ -35,7 +35,8 @@ def agent_env(agent_dir: Path, drivers: Path | None = FAKE_DRIVERS) -> dict[str,
 
 
 def stdio_argv() -> list[str]:
-    return [AGENT_PYTHON, str(AGENT_PY), "serve-stdio"]
+    """The agent package from this source tree, as the sandbox runs it (`python -I`)."""
+    return launch_argv("serve-stdio", python=AGENT_PYTHON)
 
 
 def relay_argv() -> list[str]:
@@ -48,9 +49,11 @@ def process_stream(process: Process) -> ByteStream:
 
 
 @asynccontextmanager
-async def agent_process(argv: list[str], env: Mapping[str, str]) -> AsyncIterator[Process]:
+async def agent_process(
+    argv: list[str], env: Mapping[str, str], cwd: Path | None = None
+) -> AsyncIterator[Process]:
     """The agent with piped stdin/stdout (stderr goes to pytest's capture); killed on exit."""
-    process = await anyio.open_process(argv, env=env, stderr=None)
+    process = await anyio.open_process(argv, env=env, stderr=None, cwd=cwd)
     try:
         yield process
     finally:
@@ -65,8 +68,10 @@ async def agent_process(argv: list[str], env: Mapping[str, str]) -> AsyncIterato
 
 
 @asynccontextmanager
-async def open_channel(argv: list[str], env: Mapping[str, str]) -> AsyncIterator[AgentChannel]:
-    async with agent_process(argv, env) as process, AgentChannel(process_stream(process)) as channel:
+async def open_channel(
+    argv: list[str], env: Mapping[str, str], cwd: Path | None = None
+) -> AsyncIterator[AgentChannel]:
+    async with agent_process(argv, env, cwd) as process, AgentChannel(process_stream(process)) as channel:
         yield channel
 
 

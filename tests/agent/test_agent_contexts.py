@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from corral.sandbox_backend.channel import AgentChannel, AgentError
+from corral.sandbox_backend.agent_channel import AgentChannel, AgentError
 
-from .helpers import AGENT_PY, agent_env, eventually, open_channel, pid_alive, stdio_argv
+from .helpers import AGENT_PACKAGE, agent_env, eventually, open_channel, pid_alive, stdio_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -191,7 +191,7 @@ async def test_missing_driver_is_a_clear_error(agent_dir: Path, tmp_path: Path) 
         assert await contexts(agent) == {}
 
 
-REAL_DRIVERS = AGENT_PY.parent / "drivers"
+REAL_DRIVERS = AGENT_PACKAGE / "drivers"
 REAL_CASES = [
     ("python", "python_driver.py", ["x = 6", "x * 7"], "42"),
     ("javascript", "node_driver.js", ["let x = 6", "x * 7"], "42"),

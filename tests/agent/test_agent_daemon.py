@@ -14,8 +14,8 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from corral.sandbox_backend.agent import AGENT_VERSION, bootstrap_argv
-from corral.sandbox_backend.channel import AgentChannel, AgentError
+from corral.agent.bundle import AGENT_VERSION, LAUNCHER, PACKAGE, bootstrap_argv
+from corral.sandbox_backend.agent_channel import AgentChannel, AgentError
 
 from .helpers import (
     AGENT_PYTHON,
@@ -67,10 +67,27 @@ async def test_relay_starts_the_daemon_from_the_bundle(agent_dir: Path) -> None:
         hello = await channel.request("hello")
     assert hello["version"] == AGENT_VERSION
     assert hello["mode"] == "daemon"
-    assert await anyio.Path(agent_dir / f"v-{AGENT_VERSION}" / "drivers").is_dir()
+    assert await anyio.Path(agent_dir / f"v-{AGENT_VERSION}" / PACKAGE / "drivers").is_dir()
     assert (await anyio.Path(agent_dir).stat()).st_mode & 0o777 == 0o700
     assert pid_alive(hello["pid"])  # outlives the relay
     assert daemon_pid(agent_dir) == hello["pid"]
+
+
+async def test_sandbox_files_and_python_variables_cannot_hijack_the_agent(agent_dir: Path, tmp_path: Path) -> None:
+    # The host starts the relay in /workspace, whose files belong to the sandbox: a module there
+    # (or on a PYTHONPATH of the image) must not replace what the bootstrap or the agent imports.
+    hostile = tmp_path / "workspace"
+    hostile.mkdir()
+    for name in ("base64", "json", "os", "random", "selectors", "socket", "tempfile", "zipfile", PACKAGE):
+        (hostile / f"{name}.py").write_text(f"raise SystemExit('{name}.py from the sandbox was imported')\n")
+    env = {**agent_env(agent_dir), "PYTHONPATH": str(hostile)}
+    async with open_channel(relay_argv(), env, cwd=hostile) as channel:
+        hello = await channel.request("hello")
+        assert hello["version"] == AGENT_VERSION and hello["mode"] == "daemon"
+        started = await channel.request("proc_start", {"command": "echo waited"})  # a proc-waiter too
+        reader = ProcReader(started["proc_id"])
+        await reader.until(channel, lambda r: r.last.get("eof") is True)
+    assert reader.text == "waited\n"
 
 
 KEEP = {"language": "python", "context": "keep", "timeout": 20}
@@ -129,8 +146,8 @@ async def test_relay_replaces_a_daemon_of_another_version(agent_dir: Path, tmp_p
     assert unpacked.stdout.decode().strip() == AGENT_VERSION, unpacked.stderr
     old_bundle = tmp_path / "old-bundle"
     shutil.copytree(agent_dir / f"v-{AGENT_VERSION}", old_bundle)
-    (old_bundle / "VERSION").write_text("0ld\n")
-    argv = [AGENT_PYTHON, str(old_bundle / "agent.py"), "daemon"]
+    (old_bundle / PACKAGE / "VERSION").write_text("0ld\n")
+    argv = [AGENT_PYTHON, "-I", "-c", LAUNCHER, str(old_bundle), PACKAGE, "daemon"]
     async with await anyio.open_process(argv, env=env, stdin=DEVNULL, start_new_session=True) as old:
         await eventually(lambda: (agent_dir / "agent.pid").exists() and daemon_pid(agent_dir) == old.pid)
         await eventually(lambda: (agent_dir / "agent.sock").exists())
@@ -243,6 +260,6 @@ async def test_tcp_relay_reports_a_refused_connection(agent_dir: Path) -> None:
 
 def test_bootstrap_argv_is_small() -> None:
     argv = bootstrap_argv("relay")
-    assert argv[:2] == ["python3", "-c"] and argv[3] == "relay"
+    assert argv[:3] == ["python3", "-I", "-c"] and argv[4] == "relay"
     assert sum(len(a) for a in argv) < 100_000
     assert json.dumps(argv)  # plain strings only

@@ -1,4 +1,4 @@
-"""exec, concurrency, cancellation and request validation against `agent.py serve-stdio`."""
+"""exec, concurrency, cancellation and request validation against the agent in serve-stdio mode."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from corral.sandbox_backend.agent import AGENT_VERSION
-from corral.sandbox_backend.channel import AgentChannel, AgentError
+from corral.agent.bundle import AGENT_VERSION
+from corral.sandbox_backend.agent_channel import AgentChannel, AgentError
 
 from .helpers import agent_env, agent_process, eventually, pid_alive, read_to_end, stdio_argv
 
@@ -59,10 +59,10 @@ async def test_exec_reports_a_signal_as_negative_exit_code(agent: AgentChannel) 
 async def test_exec_missing_program_and_cwd_are_errors(agent: AgentChannel, work_dir: Path) -> None:
     with pytest.raises(AgentError) as missing:
         await agent.request("exec", {"argv": ["/no/such/program"], "timeout": 5})
-    assert missing.value.type == "not_found"
+    assert (missing.value.type, missing.value.field) == ("not_found", "argv")
     with pytest.raises(AgentError) as bad_cwd:
         await agent.request("exec", {"shell": "true", "cwd": str(work_dir / "nope"), "timeout": 5})
-    assert bad_cwd.value.type == "not_found"
+    assert (bad_cwd.value.type, bad_cwd.value.field) == ("not_found", "cwd")
 
 
 async def test_exec_timeout_kills_the_process_group(agent: AgentChannel, work_dir: Path) -> None:

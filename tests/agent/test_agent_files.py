@@ -1,4 +1,4 @@
-"""read_file, write_file, list_files, stat and signal against `agent.py serve-stdio`."""
+"""read_file, write_file, list_files, stat and signal against the agent in serve-stdio mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from corral.sandbox_backend.channel import AgentChannel, AgentError
+from corral.sandbox_backend.agent_channel import AgentChannel, AgentError
 
 from .helpers import DEADLINE, pid_alive
 

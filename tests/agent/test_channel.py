@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from corral.sandbox_backend.channel import (
+from corral.sandbox_backend.agent_channel import (
     AgentChannel,
     AgentChannelError,
     AgentError,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-DRIVERS = Path(__file__).resolve().parents[2] / "corral" / "sandbox_backend" / "agent" / "drivers"
+DRIVERS = Path(__file__).resolve().parents[2] / "corral" / "agent" / "drivers"
 # Run the Python-based drivers under another interpreter (e.g. a 3.8) to check compatibility.
 DRIVER_PYTHON = os.environ.get("CORRAL_DRIVER_PYTHON", sys.executable)
 DEADLINE = 20.0

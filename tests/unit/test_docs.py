@@ -37,3 +37,47 @@ def test_example_configs_are_valid(name: str) -> None:
     config = json.loads((REPO / "examples" / name).read_text())
     server = config["mcpServers"]["corral"]
     assert server.get("command", "").endswith("corral") or server.get("url", "").endswith("/mcp")
+
+
+def readme_table(title: str) -> list[list[str]]:
+    section = README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_the_readme_tool_table_lists_exactly_the_registered_tools() -> None:
+    from corral.tools import GROUPS
+
+    documented = {
+        row[0]: sorted(re.findall(r"`([a-z_]+)`", row[1].split("(")[0] + " " + row[1])) for row in readme_table("Tools")
+    }
+    registered = {group: sorted(spec.fn.__name__ for spec in specs) for group, specs in GROUPS.items()}
+    assert {g: sorted(set(t) & set(registered.get(g, []))) for g, t in documented.items()} == registered
+
+
+def test_every_setting_the_code_reads_is_documented() -> None:
+    read = set()
+    for path in (REPO / "corral").rglob("*.py"):
+        if "agent" in path.relative_to(REPO / "corral").parts[:1]:
+            continue  # the in-sandbox agent's test hooks are documented in docs/agent-protocol.md
+        read |= set(re.findall(r"CORRAL_[A-Z_]+", path.read_text()))
+    documented = {row[0].strip("`") for row in readme_table("Settings")}
+    assert read - documented == set()
+
+
+def test_the_agent_protocol_doc_names_every_op_and_no_other() -> None:
+    import importlib
+
+    from corral.agent import rpc
+
+    importlib.import_module("corral.agent.daemon")  # importing the daemon registers every op
+    doc = (REPO / "docs" / "agent-protocol.md").read_text()
+    documented = set(re.findall(r"`([a-z_]+)(?:`| \{)", doc))
+    assert set(rpc.OPS) - documented == set()
+
+
+def test_the_architecture_doc_names_modules_that_exist() -> None:
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    for path in re.findall(r"`((?:corral/)?[a-z_/]+\.py)`", doc):
+        candidates = [REPO / path, REPO / "corral" / path, *(REPO / "corral").rglob(path)]
+        assert any(c.exists() for c in candidates), path

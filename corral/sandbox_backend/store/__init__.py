@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corral.sandbox_backend.store.audit import AuditEntry, AuditTable
+from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 
 

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from corral.sandbox_backend.store.db import Database
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    ts: float
-    tool: str
-    sandbox: str | None
-    outcome: str
-    detail: str | None
-    duration_ms: float
+from corral.sandbox_backend.store.records import AuditEntry
 
 
 class AuditTable:

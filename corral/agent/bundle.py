@@ -1,0 +1,173 @@
+"""The agent's bundle: what ships into a sandbox, its version, and the command lines that run it.
+
+One module for both sides, so the version digest exists once:
+- the host imports it as `corral.agent.bundle` for `AGENT_VERSION` and `bootstrap_argv(mode)`;
+- the agent imports it (as `corral_agent.bundle` inside a sandbox) for `agent_version()`, which
+  `hello` reports, and `launch_argv(mode)`, with which it starts its daemon and helpers.
+
+The bundle is a zlib-compressed zip of this package (`*.py` + `drivers/*`, plus a `VERSION` file)
+whose members sit under `corral_agent/`. `bootstrap_argv()` is a complete command line: a short bootstrap script
+plus the base64 zip. Inside the sandbox the bootstrap unpacks the zip once into
+`<agent dir>/v-<AGENT_VERSION>/` (staging dir + atomic rename) and execs the package's entry point
+from there with `python3 -I`: isolated mode ignores PYTHON* variables and the user site, and puts
+neither the working directory (the sandbox's /workspace) nor a script's directory on sys.path, so
+files in the sandbox cannot shadow the modules the agent imports. The code directory is only read
+(apart from Python's own __pycache__), so it may as well be a root-owned, pre-installed one.
+
+`AGENT_VERSION` is the first 16 hex digits of a sha256 over the members (name, length, bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import sys
+import zipfile
+import zlib
+
+PACKAGE = "corral_agent"  # the package's top-level name inside a sandbox
+DEFAULT_AGENT_DIR = "/tmp/.corral"
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _import_root() -> str:
+    """The sys.path entry this package is imported from (`corral.agent` -> the repository)."""
+    root = PACKAGE_DIR
+    for _ in __name__.split(".")[:-1]:
+        root = os.path.dirname(root)
+    return root
+
+
+PACKAGE_NAME = __name__.rpartition(".")[0]  # "corral.agent" on the host, PACKAGE in a sandbox
+IMPORT_ROOT = _import_root()
+
+# `python -I -c LAUNCHER <import root> <package> MODE ARGS...` runs `<package>.__main__.main`.
+LAUNCHER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from importlib import import_module; "
+    "sys.exit(import_module(sys.argv[2] + '.__main__').main(sys.argv[3:]))"
+)
+
+
+def launch_argv(mode: str, *args: str, python: str | None = None) -> list[str]:
+    """argv that runs this very package (where it is installed now) in `mode`."""
+    return [python or sys.executable, "-I", "-c", LAUNCHER, IMPORT_ROOT, PACKAGE_NAME, mode, *args]
+
+
+# -- the bundle's content and version -------------------------------------------------------------
+
+
+def _is_member(name: str, top_level: bool) -> bool:
+    if name.startswith((".", "_")) and not (top_level and name in ("__init__.py", "__main__.py")):
+        return False
+    if top_level:
+        return name.endswith(".py")
+    return not name.endswith((".pyc", "~"))
+
+
+def bundle_files(root: str = PACKAGE_DIR) -> list[str]:
+    """Bundle members relative to the package directory `root`: the package's modules, then
+    drivers/* (both in name order)."""
+    names = [n for n in sorted(os.listdir(root)) if _is_member(n, True) and os.path.isfile(os.path.join(root, n))]
+    drivers = os.path.join(root, "drivers")
+    if os.path.isdir(drivers):
+        for name in sorted(os.listdir(drivers)):
+            if _is_member(name, False) and os.path.isfile(os.path.join(drivers, name)):
+                names.append("drivers/" + name)
+    return names
+
+
+def _read_members(root: str) -> list[tuple[str, bytes]]:
+    members = []
+    for name in bundle_files(root):
+        with open(os.path.join(root, name), "rb") as f:
+            members.append((name, f.read()))
+    return members
+
+
+def _digest(members: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, data in members:
+        digest.update(name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0")
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+_version: list[str] = []
+
+
+def agent_version() -> str:
+    """The bundle's version: its VERSION file once unpacked, else the digest of the source."""
+    if not _version:
+        version = ""
+        try:
+            with open(os.path.join(PACKAGE_DIR, "VERSION")) as f:
+                version = f.read().strip()
+        except OSError:
+            pass
+        _version.append(version or _digest(_read_members(PACKAGE_DIR)))
+    return _version[0]
+
+
+# -- host side: the zip and the bootstrap --------------------------------------------------------
+
+# Python 3.8-compatible; its argv after `-I -c BOOT` is: mode, bundle, mode arguments...
+_BOOT = """\
+import os, sys
+root = os.environ.get("CORRAL_AGENT_DIR") or %(agent_dir)r
+home = os.path.join(root, "v-%(version)s")
+if not os.path.isfile(os.path.join(home, %(package)r, "VERSION")):
+    import base64, io, shutil, tempfile, zipfile, zlib
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".unpack-", dir=root)
+    zipfile.ZipFile(io.BytesIO(zlib.decompress(base64.b64decode(sys.argv[2])))).extractall(staging)
+    try:
+        os.rename(staging, home)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+argv = [sys.executable, "-I", "-c", %(launcher)r, home, %(package)r, sys.argv[1]] + sys.argv[3:]
+os.execv(sys.executable, argv)
+"""
+
+
+def _zip(members: list[tuple[str, bytes]], version: str) -> bytes:
+    """The members, stored, in a zip that is then compressed as a whole: about a fifth smaller
+    than deflating each member on its own (the command line has to stay under 128 KiB)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in [*members, ("VERSION", version.encode() + b"\n")]:
+            info = zipfile.ZipInfo(f"{PACKAGE}/{name}", date_time=(2000, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return zlib.compress(buffer.getvalue(), 9)
+
+
+_boot: list[tuple[str, str]] = []
+
+
+def _bootstrap() -> tuple[str, str]:
+    """(bootstrap script, base64 bundle), built once per process."""
+    if not _boot:
+        version = agent_version()
+        bundle = base64.b64encode(_zip(_read_members(PACKAGE_DIR), version)).decode("ascii")
+        fields = {"agent_dir": DEFAULT_AGENT_DIR, "version": version, "package": PACKAGE, "launcher": LAUNCHER}
+        _boot.append((_BOOT % fields, bundle))
+    return _boot[0]
+
+
+def bootstrap_argv(mode: str = "relay", *args: str, python: str = "python3") -> list[str]:
+    """argv that runs the bundled agent in `mode` ("relay", "serve-stdio", "daemon", "version",
+    "tcp-relay" with HOST PORT as `args`) with the sandbox's `python` (>= 3.8)."""
+    script, bundle = _bootstrap()
+    return [python, "-I", "-c", script, mode, bundle, *args]
+
+
+# Computed on first use (PEP 562), so the agent never builds a zip just to start.
+AGENT_VERSION: str
+
+
+def __getattr__(name: str) -> str:
+    if name == "AGENT_VERSION":
+        return agent_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,301 @@
+"""Code interpreter contexts: one driver process per (language, context), one run at a time.
+
+A Context owns its current Driver and the Run in flight; the driver's threads report output,
+replies and exits to it (driver.DriverOwner). Output printed between runs is kept for the next.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from .capture import FLUSH_INTERVAL, PIPE_GRACE, STREAMS, Capture, Progress, Sink
+from .driver import Driver, driver_argv
+from .errors import Failure
+from .rpc import Request
+
+LANGUAGES = ("python", "javascript", "bash")
+MAX_CONTEXTS = 64
+INTERRUPT_GRACE = 2.0
+DRIVER_STARTUP_TIMEOUT = 30.0
+MAX_VALUE = 1024 * 1024
+MAX_IMAGES = 8 * 1024 * 1024
+IDLE_OUTPUT = 64 * 1024  # output a context prints between runs, handed to the next run
+
+
+class Run:
+    """One code_run in flight."""
+
+    def __init__(self, run_id: int, sink: Sink) -> None:
+        self.run_id = run_id
+        self.sink = sink
+        self.reply: dict[str, Any] | None = None
+        self.wake = threading.Event()
+        self.interrupt_requested = False
+
+
+class Context:
+    def __init__(self, language: str, name: str) -> None:
+        self.language = language
+        self.name = name
+        self.created = time.time()
+        self.runs = 0
+        self.run_lock = threading.Lock()
+        self.driver: Driver | None = None
+        self._lock = threading.Lock()  # guards driver/run hand-over against the I/O threads
+        self._run: Run | None = None
+        self._idle = {stream: Capture(IDLE_OUTPUT) for stream in STREAMS}
+
+    @property
+    def label(self) -> str:
+        return f"{self.language} context {self.name!r}"
+
+    def busy(self) -> bool:
+        return self._run is not None
+
+    def info(self) -> dict[str, Any]:
+        driver = self.driver
+        alive = driver is not None and driver.alive()
+        return {"language": self.language, "context": self.name,
+                "pid": driver.pid if driver is not None and alive else None,
+                "created": self.created, "runs": self.runs, "busy": self.busy(), "alive": alive}
+
+    # Called from the driver's threads (driver.DriverOwner).
+    def driver_output(self, driver: Driver, stream: str, data: bytes) -> None:
+        with self._lock:
+            if driver is not self.driver:
+                return
+            if self._run is not None:
+                self._run.sink.add(stream, data)
+            else:
+                self._idle[stream].add(data)
+
+    def driver_reply(self, driver: Driver, message: dict[str, Any]) -> None:
+        with self._lock:
+            run = self._run
+            if driver is self.driver and run is not None and message.get("id") == run.run_id:
+                run.reply = message
+                run.wake.set()
+
+    def driver_event(self, driver: Driver) -> None:
+        run = self._run
+        if run is not None:
+            run.wake.set()
+
+    # Called from request threads.
+    def start_driver(self) -> Driver:
+        env = dict(os.environ)
+        env["CORRAL_CONTEXT"] = self.name
+        if self.language != "javascript":
+            env["PYTHONUNBUFFERED"] = "1"  # progress events, also for user subprocesses
+        cwd = "/workspace" if os.path.isdir("/workspace") else None
+        driver = Driver(self.language, driver_argv(self.language), cwd, env, self)
+        with self._lock:
+            self.driver = driver
+        driver.start_threads()
+        if not driver.wait_ready(DRIVER_STARTUP_TIMEOUT):
+            driver.deliberate = True
+            driver.kill()
+            driver.drained.wait(PIPE_GRACE)
+            with self._lock:
+                self.driver = None
+            detail = bytes(driver.stderr_head).decode("utf-8", "replace").strip()
+            message = f"{self.language} driver did not start: {detail or 'no output'}"
+            raise Failure("internal", message)
+        with self._lock:
+            self._idle = {stream: Capture(IDLE_OUTPUT) for stream in STREAMS}
+        return driver
+
+    def stop_driver(self) -> None:
+        driver = self.driver
+        if driver is not None:
+            driver.deliberate = True
+            driver.kill()
+
+    def interrupt(self) -> bool:
+        run = self._run
+        if run is None:
+            return False
+        run.interrupt_requested = True
+        run.wake.set()
+        return True
+
+    def run(self, req: Request, code: str, timeout: float, max_output: int, stream: bool) -> dict[str, Any]:
+        started = time.monotonic()
+        deadline = started + timeout
+        if not self.run_lock.acquire(timeout=timeout):
+            raise Failure("busy", f"{self.label} was busy with another run for the whole timeout")
+        try:
+            return self._run_locked(req, code, started, deadline, max_output, stream)
+        finally:
+            self.run_lock.release()
+
+    def _run_locked(
+        self, req: Request, code: str, started: float, deadline: float, max_output: int, stream: bool
+    ) -> dict[str, Any]:
+        req.check_cancelled()
+        outcome = {"timed_out": False, "interrupted": False, "restarted": False, "state_lost": False}
+        driver = self.driver
+        if driver is not None and not driver.alive():
+            if not driver.deliberate:  # it died since the last run; say so once
+                outcome["restarted"] = outcome["state_lost"] = True
+            with self._lock:
+                self.driver = None
+        driver = self.driver
+        if driver is None:
+            driver = self.start_driver()
+        self.runs += 1
+        run = Run(self.runs, Sink(max_output, Progress(req, stream)))
+        with self._lock:
+            for name in STREAMS:
+                text, _ = self._idle[name].result()
+                if text:
+                    run.sink.captures[name].add(text.encode("utf-8"))
+            self._idle = {name: Capture(IDLE_OUTPUT) for name in STREAMS}
+            self._run = run
+        req.on_cancel(run.wake.set)
+        try:
+            error = self._drive(req, driver, run, code, deadline, outcome)
+        finally:
+            with self._lock:
+                self._run = None
+        req.check_cancelled()
+        reply = run.reply or {}
+        result: dict[str, Any] = dict(run.sink.fields())
+        result.update(outcome)
+        result.update(
+            value=clean_value(reply.get("value")),
+            images=clean_images(reply.get("images")),
+            error=error or clean_error(reply.get("error")),
+            duration=round(time.monotonic() - started, 4),
+        )
+        return result
+
+    def _drive(
+        self, req: Request, driver: Driver, run: Run, code: str, deadline: float, outcome: dict[str, bool]
+    ) -> dict[str, str] | None:
+        """Send the code, wait for the reply; interrupt, kill and restart as needed.
+
+        Returns a synthesized error for runs that ended without a reply, else None.
+        """
+        if not driver.send({"id": run.run_id, "code": code}, deadline):
+            if driver.alive():
+                outcome["timed_out"] = True
+                return self._replace_driver(driver, outcome, "did not accept the code in time")
+        interrupted_at: float | None = None
+        while True:
+            run.wake.clear()
+            if run.reply is not None:
+                return None
+            if not driver.alive():
+                driver.drained.wait(PIPE_GRACE)
+                if run.reply is not None:
+                    return None
+                return self._driver_gone(driver, outcome)
+            now = time.monotonic()
+            if now >= deadline and not outcome["timed_out"]:
+                outcome["timed_out"] = True
+            if interrupted_at is None and (outcome["timed_out"] or run.interrupt_requested
+                                           or req.cancelled.is_set()):
+                driver.interrupt()
+                interrupted_at = now
+                outcome["interrupted"] = True
+            if interrupted_at is not None and now - interrupted_at >= INTERRUPT_GRACE:
+                return self._replace_driver(driver, outcome, "ignored the interrupt")
+            if interrupted_at is None:
+                wait = min(FLUSH_INTERVAL, deadline - now)
+            else:
+                wait = min(FLUSH_INTERVAL, interrupted_at + INTERRUPT_GRACE - now)
+            run.wake.wait(max(0.0, wait))
+            run.sink.progress.maybe_flush()
+
+    def _driver_gone(self, driver: Driver, outcome: dict[str, bool]) -> dict[str, str]:
+        outcome["state_lost"] = True
+        with self._lock:
+            if self.driver is driver:
+                self.driver = None
+        if driver.deliberate:
+            return {"ename": "ContextRestarted", "evalue": "the context was restarted or closed "
+                    "while the code ran; its state is lost", "traceback": ""}
+        code = driver.proc.returncode
+        message = f"the {self.language} interpreter exited (status {code}) while running the code"
+        return {"ename": "InterpreterExited", "evalue": message + "; its state is lost", "traceback": ""}
+
+    def _replace_driver(self, driver: Driver, outcome: dict[str, bool], why: str) -> dict[str, str]:
+        driver.deliberate = True
+        driver.kill()
+        driver.exited.wait(5.0)
+        driver.drained.wait(PIPE_GRACE)
+        with self._lock:
+            if self.driver is driver:
+                self.driver = None
+        outcome["state_lost"] = True
+        message = f"the {self.language} interpreter {why} and was killed; its state is lost"
+        try:
+            self.start_driver()
+            outcome["restarted"] = True
+            message += " (a fresh interpreter was started)"
+        except Failure as failure:
+            message += f" (restarting it failed: {failure.message})"
+        ename = "Timeout" if outcome["timed_out"] else "Interrupted"
+        return {"ename": ename, "evalue": message, "traceback": ""}
+
+
+def clean_value(value: object) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > MAX_VALUE:
+        text = text[:MAX_VALUE] + "... [%s characters omitted]" % (len(text) - MAX_VALUE)
+    return text
+
+
+def clean_images(images: object) -> list[str]:
+    if not isinstance(images, list):
+        return []
+    kept: list[str] = []
+    total = 0
+    for image in images:
+        if isinstance(image, str) and total + len(image) <= MAX_IMAGES:
+            kept.append(image)
+            total += len(image)
+    return kept
+
+
+def clean_error(error: object) -> dict[str, str] | None:
+    if not isinstance(error, dict):
+        return None
+    return {key: str(error.get(key) or "")[:MAX_VALUE] for key in ("ename", "evalue", "traceback")}
+
+
+class ContextManager:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[str, str], Context] = {}
+
+    def get(self, language: str, name: str, create: bool) -> Context:
+        with self._lock:
+            context = self._contexts.get((language, name))
+            if context is None:
+                if not create:
+                    raise Failure("unknown_context", f"no {language} context named {name!r}")
+                if len(self._contexts) >= MAX_CONTEXTS:
+                    raise Failure("busy", f"too many contexts ({MAX_CONTEXTS}); close some first")
+                context = Context(language, name)
+                self._contexts[(language, name)] = context
+            return context
+
+    def remove(self, context: Context) -> None:
+        with self._lock:
+            if self._contexts.get((context.language, context.name)) is context:
+                del self._contexts[(context.language, context.name)]
+
+    def all(self) -> list[Context]:
+        with self._lock:
+            return sorted(self._contexts.values(), key=lambda c: (c.language, c.name))
+
+    def kill_all(self) -> None:
+        for context in self.all():
+            context.stop_driver()

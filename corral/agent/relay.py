@@ -1,0 +1,177 @@
+"""The relay (what the host's `docker exec` runs) and tcp-relay modes.
+
+The relay makes sure a daemon of this version listens on `<agent dir>/agent.sock` (replacing one
+of another version, starting one fully detached if none answers) and then copies bytes between
+its stdin/stdout and the socket. tcp-relay does the same with a TCP port inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import Any
+
+from .bundle import agent_version, launch_argv
+from .util import acquire_lock, agent_dir, ensure_private_dir, log, tail_of_file, write_all
+from .wire import FrameReader, ProtocolError, encode_frame
+
+DAEMON_LOCK_WAIT = 10.0
+DAEMON_START_TIMEOUT = 20.0
+LOG_ROTATE_BYTES = 1024 * 1024
+
+
+def relay_main() -> int:
+    directory = ensure_private_dir(agent_dir())
+    path = os.path.join(directory, "agent.sock")
+    sock = connect_current_daemon(directory, path)
+    if sock is None:
+        return 1
+    pump(sock, half_close=False)
+    return 0
+
+
+def connect_current_daemon(directory: str, path: str) -> socket.socket | None:
+    hello = probe_daemon(path)
+    if hello is not None and hello.get("version") != agent_version():
+        old_version = hello.get("version")
+        log(f"replacing daemon version {old_version} with {agent_version()}")
+        request_shutdown(path)
+        if not wait_lock_free(directory, DAEMON_LOCK_WAIT):
+            log("the old daemon did not exit")
+            return None
+        hello = None
+    if hello is None:
+        spawn_daemon(directory)
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError:
+            sock.close()
+        if time.monotonic() >= deadline:
+            details = tail_of_file(os.path.join(directory, "agent.log"), 2000)
+            log(f"daemon did not come up; its log says: {details}")
+            return None
+        time.sleep(0.05)
+
+
+def probe_daemon(path: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The daemon's hello reply, or None if nothing answers on the socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(encode_frame({"id": 0, "op": "hello"}))
+        reply = FrameReader(sock.recv).read()
+    except (OSError, ProtocolError):
+        return None
+    finally:
+        sock.close()
+    if isinstance(reply, dict) and reply.get("event") == "result":
+        return reply
+    return None
+
+
+def request_shutdown(path: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5.0)
+    try:
+        sock.connect(path)
+        sock.sendall(encode_frame({"id": 0, "op": "shutdown"}))
+        FrameReader(sock.recv).read()
+    except (OSError, ProtocolError):
+        pass
+    finally:
+        sock.close()
+
+
+def wait_lock_free(directory: str, wait: float) -> bool:
+    fd = acquire_lock(os.path.join(directory, "daemon.lock"), wait)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def spawn_daemon(directory: str) -> None:
+    """Start the daemon fully detached (double fork + setsid) with stdio off the relay."""
+    log_path = os.path.join(directory, "agent.log")
+    try:
+        if os.path.getsize(log_path) > LOG_ROTATE_BYTES:
+            os.replace(log_path, log_path + ".1")
+    except OSError:
+        pass
+    argv = launch_argv("daemon")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.dup2(log_fd, 2)
+            os.closerange(3, 1024)
+            os.execv(sys.executable, argv)
+        except BaseException:
+            pass
+        os._exit(127)
+    os.waitpid(pid, 0)
+
+
+def pump(sock: socket.socket, half_close: bool) -> None:
+    """Copy stdin -> sock and sock -> stdout until one side ends.
+
+    With half_close (TCP forwarding) the end of stdin is passed on as a write shutdown and we
+    keep reading the answer; otherwise it ends the relay.
+    """
+    sock.settimeout(None)
+    sel = selectors.PollSelector()
+    sel.register(0, selectors.EVENT_READ, "stdin")
+    sel.register(sock, selectors.EVENT_READ, "sock")
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.data == "stdin":
+                    data = os.read(0, 65536)
+                    if data:
+                        sock.sendall(data)
+                    elif half_close:
+                        sock.shutdown(socket.SHUT_WR)
+                        sel.unregister(0)
+                    else:
+                        return
+                else:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    write_all(1, data)
+    except OSError:
+        return
+    finally:
+        sel.close()
+        sock.close()
+
+
+def tcp_relay_main(host: str, port_text: str) -> int:
+    try:
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(port_text)
+    except ValueError:
+        log(f"invalid port {port_text!r}")
+        return 2
+    try:
+        sock = socket.create_connection((host, port), timeout=10.0)
+    except OSError as exc:
+        log(f"cannot connect to {host}:{port}: {exc}")
+        return 1
+    pump(sock, half_close=True)
+    return 0

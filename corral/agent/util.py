@@ -1,0 +1,141 @@
+"""Small helpers every part of the agent uses: logging, directories, threads, files."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import selectors
+import stat
+import sys
+import threading
+import time
+from typing import IO, Any, Callable
+
+from .bundle import DEFAULT_AGENT_DIR
+
+
+def log(message: str) -> None:
+    try:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        sys.stderr.write(f"{stamp} corral-agent[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def agent_dir() -> str:
+    """The agent's state directory (socket, lock, log, process spools)."""
+    return os.environ.get("CORRAL_AGENT_DIR") or DEFAULT_AGENT_DIR
+
+
+def ensure_private_dir(path: str) -> str:
+    """Create `path` (mode 0700) or check that an existing one is ours and private."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError(f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise RuntimeError(f"{path} belongs to uid {st.st_uid}, not to us ({os.getuid()})")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def current_umask() -> int:
+    # os.umask() is the only portable getter and it briefly changes the process-wide value,
+    # so read it once at start-up (still single-threaded) or from /proc.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def start_thread(target: Callable[..., object], *args: object, name: str = "worker") -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.name = name
+    thread.start()
+    return thread
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_line(pipe: IO[bytes], timeout: float) -> bytes:
+    """The first line `pipe` yields within `timeout` (without its newline), or what came."""
+    fd = pipe.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(remaining):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\n", 1)[0]
+
+
+def tail_of_file(path: str, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def write_json_atomic(path: str, obj: dict[str, Any]) -> None:
+    temp = f"{path}.{secrets.token_hex(4)}.tmp"
+    with open(temp, "w") as f:
+        json.dump(obj, f)
+    os.replace(temp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def file_type(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def acquire_lock(path: str, wait: float) -> int | None:
+    """An fd holding an exclusive flock on `path`, or None if it stays taken for `wait` s."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)

@@ -1,0 +1,56 @@
+"""The agent package ships into sandboxes as a top-level package: stdlib and relative imports only."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from corral.agent.bundle import bundle_files
+
+from .helpers import AGENT_PACKAGE
+
+MODULES = {path.stem: ast.parse(path.read_text()) for path in sorted(AGENT_PACKAGE.glob("*.py"))}
+
+
+def sibling_imports(tree: ast.Module) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [alias.name for alias in node.names])
+    return found
+
+
+def test_agent_modules_import_only_the_stdlib_and_each_other() -> None:
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                tops = [str(node.module).split(".")[0]]
+            else:
+                continue
+            foreign = [top for top in tops if top not in sys.stdlib_module_names and top != "__future__"]
+            assert not foreign, f"{name}.py imports {foreign}: the sandbox has only the stdlib"
+        assert sibling_imports(tree) <= set(MODULES), name
+
+
+def test_agent_module_imports_have_no_cycles() -> None:
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in path, "import cycle: " + " -> ".join([*path, name])
+        if name not in done:
+            for dependency in sibling_imports(MODULES[name]):
+                visit(dependency, [*path, name])
+            done.add(name)
+
+    for name in MODULES:
+        visit(name, [])
+
+
+def test_every_module_and_driver_is_in_the_bundle() -> None:
+    shipped = set(bundle_files())
+    assert {f"{name}.py" for name in MODULES} <= shipped
+    assert {"drivers/python_driver.py", "drivers/bash_driver.py", "drivers/node_driver.js"} <= shipped
+    assert not any(Path(name).suffix in (".pyc", ".toml") for name in shipped)
