@@ -46,6 +46,15 @@ class Containers:
             LABEL_INSTANCE: self.settings.instance_id,
         }
 
+    @property
+    def egress_network(self) -> str:
+        """The bridge network helpers with network use; one per data dir, so two servers (or two
+        test runs) never remove each other's."""
+        return f"corral-egress-{self.owner}"
+
+    def network_labels(self, role: str) -> dict[str, str]:
+        return {**self._labels(), LABEL_ROLE: role}
+
     def sandbox_labels(self, sandbox_id: str) -> dict[str, str]:
         return {**self._labels(), LABEL_SANDBOX: sandbox_id, LABEL_ROLE: "sandbox"}
 

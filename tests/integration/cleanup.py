@@ -11,23 +11,14 @@ from corral.service.containers import home_label
 
 
 def reap_containers(home: Path) -> None:
-    """Remove every container labelled as owned by this data dir."""
+    """Remove every container, then every network, labelled as owned by this data dir."""
     owner = home_label(Settings(home=home))
+    label = {"label": f"{LABEL_NAMESPACE}.owner={owner}"}
     client = docker.from_env()
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}):
+        for container in client.containers.list(all=True, filters=label):
             container.remove(force=True, v=True)
-    finally:
-        client.close()
-
-
-def remove_idle_corral_networks() -> None:
-    """Networks Corral made on demand (the git helpers' egress network) go once nothing uses them."""
-    client = docker.from_env()
-    try:
-        for network in client.networks.list(filters={"label": f"{LABEL_NAMESPACE}.managed=true"}):
-            network.reload()
-            if not network.containers:
-                network.remove()
+        for network in client.networks.list(filters=label):
+            network.remove()
     finally:
         client.close()

@@ -16,13 +16,10 @@ from mcp import Client
 
 from corral.config import Settings
 from corral.server import build_server
-from tests.integration.cleanup import reap_containers, remove_idle_corral_networks
+from tests.integration.cleanup import reap_containers
+from tests.integration.git_server import git_server
 
-
-@pytest.fixture(scope="session", autouse=True)
-def corral_networks_removed() -> Iterator[None]:
-    yield
-    remove_idle_corral_networks()
+__all__ = ["git_server"]  # a fixture for every test of this tier
 
 
 @pytest.fixture(scope="session")

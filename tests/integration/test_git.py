@@ -1,25 +1,17 @@
-"""Git tools against a real git server on this machine.
+"""Git tools against a real git server on this machine (tests/integration/git_server.py).
 
-The server is `git http-backend` behind a small threaded HTTP server with basic auth, bound to the
-gateway address of a Docker bridge network this module creates (and removes). Sandboxes have no
-network: clone, pull and push go through Corral's short-lived networked helper. The only traffic
-is to that gateway address.
+Sandboxes have no network: clone, pull and push go through Corral's short-lived networked helper.
+The only traffic is to the test network's gateway address.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import http.server
 import json
 import logging
-import os
 import secrets
 import sqlite3
-import subprocess
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,200 +22,16 @@ from mcp import Client
 from pydantic import SecretStr
 
 from corral.config import LABEL_NAMESPACE, RUNTIME_GVISOR_NET, Settings
-from corral.errors import InvalidRequest
 from corral.sandbox_backend.docker import DockerEngine
 from corral.sandbox_backend.engine import ContainerSpec
 from corral.sandbox_backend.store import Store
 from corral.service import open_services
-from corral.service.git.local import parse_status
 from corral.service.git.models import GitCredentials
-from corral.service.git.progress import Progress
-from corral.service.git.refs import check_branch, check_rev, parse_url, repo_name
-from corral.service.git.remote import parse_push
-from corral.service.git.secrets import Auth, redact
 from tests.helpers import call_error, call_ok, text_of
 from tests.integration.cleanup import reap_containers
+from tests.integration.git_server import USER, GitServer
 
-USER = "alice"
 WAIT = 180  # seconds: generous bound for one networked git operation under gVisor
-
-
-# -- the git server ----------------------------------------------------------------------------------
-
-
-class GitHTTPHandler(http.server.BaseHTTPRequestHandler):
-    """Smart HTTP via `git http-backend` (CGI). Private repos need basic auth for everything, every
-    repo for pushes; REMOTE_USER is set on authenticated requests, which enables receive-pack."""
-
-    server: GitHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        self.server.requests.append(format % args)
-
-    def _handle(self) -> None:
-        path, _, query = self.path.partition("?")
-        repo = path.lstrip("/").split("/", 1)[0]
-        pushing = "git-receive-pack" in path or "service=git-receive-pack" in query
-        remote_user = ""
-        if repo in self.server.private or pushing:
-            expected = "Basic " + base64.b64encode(f"{USER}:{self.server.password}".encode()).decode()
-            if self.headers.get("Authorization") != expected:
-                self.server.denied += 1
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            remote_user = USER
-        body = self._body()
-        env = {
-            "PATH": os.environ["PATH"],
-            "GIT_PROJECT_ROOT": str(self.server.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "HOME": str(self.server.root),
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "REMOTE_USER": remote_user,
-            "REMOTE_ADDR": self.client_address[0],
-        }
-        if self.headers.get("Content-Encoding"):
-            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
-        if self.headers.get("Git-Protocol"):
-            env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60).stdout
-        head, _, payload = out.partition(b"\r\n\r\n")
-        status, headers = 200, []
-        for line in head.decode(errors="replace").split("\r\n"):
-            key, _, value = line.partition(":")
-            if key.lower() == "status":
-                status = int(value.split()[0])
-            elif key:
-                headers.append((key, value.strip()))
-        self.send_response(status)
-        for key, value in headers:
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        data = bytearray()
-        while True:
-            size = int(self.rfile.readline().split(b";")[0], 16)
-            if size == 0:
-                self.rfile.readline()
-                return bytes(data)
-            data += self.rfile.read(size)
-            self.rfile.readline()
-
-    do_GET = do_POST = _handle
-
-
-class GitHTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], root: Path, password: str, private: set[str]) -> None:
-        super().__init__(address, GitHTTPHandler)
-        self.root, self.password, self.private = root, password, private
-        self.requests: list[str] = []
-        self.denied = 0
-
-
-@dataclass
-class GitServer:
-    base: str
-    root: Path
-    password: str
-    http: GitHTTPServer
-    work: Path
-    network: str
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def url(self, repo: str) -> str:
-        return f"{self.base}/{repo}"
-
-    def creds(self, password: str | None = None) -> dict[str, str]:
-        return {"username": USER, "password": password or self.password}
-
-    def git(self, *args: str, cwd: Path | None = None) -> str:
-        return host_git(*args, cwd=cwd or self.root)
-
-    def log(self, repo: str, ref: str = "main", fmt: str = "%s") -> list[str]:
-        return self.git("--git-dir", str(self.root / repo), "log", f"--format={fmt}", ref).splitlines()
-
-    def commit_on_server(self, repo: str, filename: str, content: str, message: str, branch: str = "main") -> None:
-        """A commit made by someone else, straight into the bare repository."""
-        work = self.work / f"{repo}-{secrets.token_hex(3)}"
-        host_git("clone", "-q", "--branch", branch, str(self.root / repo), str(work), cwd=self.work)
-        (work / filename).write_text(content)
-        host_git("add", "-A", cwd=work)
-        host_git("commit", "-q", "-m", message, cwd=work)
-        host_git("push", "-q", "origin", branch, cwd=work)
-
-
-def host_git(*args: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Server Side",
-        "GIT_AUTHOR_EMAIL": "server@example.test",
-        "GIT_COMMITTER_NAME": "Server Side",
-        "GIT_COMMITTER_EMAIL": "server@example.test",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-    }
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def make_repo(root: Path, work: Path, name: str, commits: int) -> None:
-    """A bare repo: `commits` commits on main, plus a branch `dev` with one more."""
-    bare = root / name
-    host_git("init", "-q", "--bare", "--initial-branch=main", str(bare), cwd=root)
-    src = work / f"src-{name}"
-    host_git("init", "-q", "--initial-branch=main", str(src), cwd=work)
-    for i in range(1, commits + 1):
-        (src / "README.md").write_text(f"# {name}\n\nrevision {i}\n")
-        host_git("add", "-A", cwd=src)
-        host_git("commit", "-q", "-m", f"{name} commit {i}", cwd=src)
-    host_git("checkout", "-q", "-b", "dev", cwd=src)
-    (src / "dev.txt").write_text("only on dev\n")
-    host_git("add", "-A", cwd=src)
-    host_git("commit", "-q", "-m", "dev work", cwd=src)
-    host_git("push", "-q", str(bare), "main", "dev", cwd=src)
-
-
-@pytest.fixture(scope="module")
-def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
-    client = docker.from_env()
-    network = client.networks.create(
-        f"corral-test-git-{secrets.token_hex(4)}", driver="bridge", labels={f"{LABEL_NAMESPACE}.test": "git"}
-    )
-    http_server: GitHTTPServer | None = None
-    try:
-        network.reload()
-        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
-        root = tmp_path_factory.mktemp("git-server")
-        work = tmp_path_factory.mktemp("git-work")
-        make_repo(root, work, "public.git", commits=5)
-        make_repo(root, work, "private.git", commits=3)
-        password = f"pw-{secrets.token_hex(12)}"
-        http_server = GitHTTPServer((gateway, 0), root, password, {"private.git"})
-        threading.Thread(target=http_server.serve_forever, daemon=True).start()
-        port = http_server.server_address[1]
-        yield GitServer(f"http://{gateway}:{port}", root, password, http_server, work, network.name)
-    finally:
-        if http_server is not None:
-            http_server.shutdown()
-            http_server.server_close()
-        network.remove()
-        client.close()
 
 
 def fresh(name: str) -> str:
@@ -535,114 +343,9 @@ async def test_network_enabled_sandbox_runs_git_directly(
         reap_containers(home)
 
 
-# -- pure logic -----------------------------------------------------------------------------------------
-
-
-def test_redact_masks_secrets_userinfo_and_auth_headers() -> None:
-    text = "fatal: unable to access 'https://bob:hunter22@example.test/r.git/': Authorization: Basic Ym9iOmh1"
-    assert redact(text, ["hunter22"]) == (
-        "fatal: unable to access 'https://***@example.test/r.git/': Authorization: Basic ***"
-    )
-    assert redact("token abc123xyz in text", ["abc123xyz", ""]) == "token *** in text"
-    assert redact("mail bob@example.test stays") == "mail bob@example.test stays"
-
-
-def test_parse_url_strips_userinfo_into_credentials() -> None:
-    clean, auth = parse_url("HTTPS://bob:p%40ss@Example.test:8443/o/r.git#frag")
-    assert clean == "https://example.test:8443/o/r.git"
-    assert auth == Auth("bob", "p@ss")
-    assert "p%40ss" in auth.secrets and "p@ss" in auth.secrets
-    token_only = parse_url("https://ghp_abc@example.test/r")[1]
-    assert token_only is not None and "ghp_abc" in token_only.secrets
-    for bad in ("ssh://git@example.test/r", "file:///etc", "https:///nohost", "https://a b/c", "ext::sh -c x"):
-        with pytest.raises(InvalidRequest):
-            parse_url(bad)
-    assert repo_name("https://example.test/owner/My.Repo.git/") == "My.Repo"
-
-
-def test_auth_reaches_git_only_as_environment() -> None:
-    auth = Auth("bob", "s3cret")
-    env = auth.env()
-    assert env["GIT_CONFIG_COUNT"] == "3"
-    assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
-    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"bob:s3cret").decode()
-    assert GitCredentials(password=SecretStr("x")).password.get_secret_value() == "x"
-    assert "x" not in repr(GitCredentials(password=SecretStr("x")).password)
-    assert GitCredentials.model_validate({"password": 987654321}).password.get_secret_value() == "987654321"
-
-
-def test_ref_validation() -> None:
-    for good in ("main", "feature/x-1", "v1.2", "release+1"):
-        assert check_branch(good) == good
-    for bad in ("-f", "a..b", "a//b", "a/", "x.lock", ".hidden", "a/.b", "with space", "a@{1}", ""):
-        with pytest.raises(InvalidRequest):
-            check_branch(bad)
-    for good in ("HEAD~2", "main..dev", "a1b2c3", "v1.0^{commit}", "origin/main"):
-        assert check_rev(good) == good
-    for bad in ("--output=x", "-n1", "a b", ""):
-        with pytest.raises(InvalidRequest):
-            check_rev(bad)
-
-
-def test_parse_status_porcelain_v2() -> None:
-    text = "\0".join([
-        "# branch.oid 0123abcd",
-        "# branch.head main",
-        "# branch.upstream origin/main",
-        "# branch.ab +2 -1",
-        "1 MM N... 100644 100644 100644 aaa bbb src/a file.py",
-        "2 R. N... 100644 100644 100644 aaa bbb R100 new.py",
-        "old.py",
-        "u UU N... 100644 100644 100644 100644 aaa bbb ccc both.txt",
-        "? untracked dir/",
-        "",
-    ])
-    status = parse_status(text, "/workspace/r")
-    assert (status.branch, status.head, status.upstream, status.ahead, status.behind) == (
-        "main", "0123abcd", "origin/main", 2, 1)
-    assert [(f.path, f.change, f.staged, f.orig_path) for f in status.files] == [
-        ("src/a file.py", "modified", True, None),
-        ("src/a file.py", "modified", False, None),
-        ("new.py", "renamed", True, "old.py"),
-        ("both.txt", "conflicted", False, None),
-        ("untracked dir/", "untracked", False, None),
-    ]
-    assert not status.clean
-    empty = parse_status("# branch.oid (initial)\0# branch.head (detached)\0", "/r")
-    assert (empty.head, empty.branch, empty.clean) == (None, None, True)
-    assert parse_status("? a\0? b\0? c\0", "/r", limit=2).truncated
-
-
-def test_parse_push_porcelain() -> None:
-    out = "To http://h/r.git\n!\trefs/heads/main:refs/heads/main\t[rejected] (fetch first)\nDone\n"
-    assert parse_push(out) == ("!", "[rejected] (fetch first)")
-    assert parse_push("To x\n*\trefs/heads/t:refs/heads/t\t[new branch]\nDone\n") == ("*", "[new branch]")
-    assert parse_push("nothing") is None
-
-
-async def test_progress_is_monotonic_and_redacted() -> None:
-    seen: list[tuple[float, str]] = []
-
-    async def report(progress: float, total: float | None, message: str) -> None:
-        seen.append((progress, message))
-
-    progress = Progress(report, ["tok123"])
-    listen = progress.git(0, 50)
-    await listen(b"remote: Counting objects:  50% (1/2)\rReceiving objects:  10% (1/10)\r")
-    await listen(b"Receiving objects: 100% (10/10), done.\nResolving deltas:  50% (1/2)\r")
-    await listen(b"tok123 Updating files: 100% (3/3)\n")
-    await progress.step(10, "going back is ignored")
-    await progress.step(80, "copying tok123")
-    values = [v for v, _ in seen]
-    assert values == sorted(values) and len(set(values)) == len(values)
-    assert values[-1] == 80 and seen[-1][1] == "copying ***"
-    assert all("tok123" not in m for _, m in seen)
-
-
 async def test_private_destinations_are_refused_unless_allowed(settings: Settings, tmp_path: Path) -> None:
     # A server that allows no private destination: nothing is sent, the URL is refused up front.
     from corral.server import build_server
-    from tests.integration.cleanup import reap_containers
 
     strict = Settings(home=tmp_path)
     try:
@@ -653,3 +356,4 @@ async def test_private_destinations_are_refused_unless_allowed(settings: Setting
             await call(strict_client, "delete_sandbox", sandbox=box)
     finally:
         reap_containers(tmp_path)
+

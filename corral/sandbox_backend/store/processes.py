@@ -5,29 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import aiosqlite
-
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.records import PortRecord, ProcessRecord
+from corral.sandbox_backend.store.rows import RowCodec
 
-_PROCESS_COLUMNS = "id, sandbox_id, agent_id, pid, command, cwd, started_at, cursor, running, exit_code, ended_at"
-_PROCESS_FIELDS = frozenset(_PROCESS_COLUMNS.split(", "))
-
-
-def _process(row: aiosqlite.Row) -> ProcessRecord:
-    return ProcessRecord(
-        id=row["id"],
-        sandbox_id=row["sandbox_id"],
-        agent_id=row["agent_id"],
-        pid=row["pid"],
-        command=row["command"],
-        cwd=row["cwd"],
-        started_at=row["started_at"],
-        cursor=row["cursor"],
-        running=bool(row["running"]),
-        exit_code=row["exit_code"],
-        ended_at=row["ended_at"],
-    )
+_PROCESSES = RowCodec(ProcessRecord)
 
 
 class ProcessTable:
@@ -36,42 +18,26 @@ class ProcessTable:
 
     async def insert(self, rec: ProcessRecord) -> None:
         await self._db.execute(
-            f"INSERT INTO processes ({_PROCESS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                rec.id,
-                rec.sandbox_id,
-                rec.agent_id,
-                rec.pid,
-                rec.command,
-                rec.cwd,
-                rec.started_at,
-                rec.cursor,
-                int(rec.running),
-                rec.exit_code,
-                rec.ended_at,
-            ),
+            f"INSERT INTO processes ({_PROCESSES.columns}) VALUES ({_PROCESSES.placeholders})",
+            _PROCESSES.values(rec),
         )
 
     async def get(self, process_id: str) -> ProcessRecord | None:
-        row = await self._db.fetchone(f"SELECT {_PROCESS_COLUMNS} FROM processes WHERE id = ?", (process_id,))
-        return _process(row) if row else None
+        row = await self._db.fetchone(f"SELECT {_PROCESSES.columns} FROM processes WHERE id = ?", (process_id,))
+        return _PROCESSES.decode(row) if row else None
 
     async def list(self, sandbox_id: str | None = None) -> list[ProcessRecord]:
-        query = f"SELECT {_PROCESS_COLUMNS} FROM processes"
+        query = f"SELECT {_PROCESSES.columns} FROM processes"
         params: tuple[Any, ...] = ()
         if sandbox_id is not None:
             query += " WHERE sandbox_id = ?"
             params = (sandbox_id,)
-        return [_process(row) for row in await self._db.fetchall(query + " ORDER BY started_at, id", params)]
+        rows = await self._db.fetchall(query + " ORDER BY started_at, id", params)
+        return [_PROCESSES.decode(row) for row in rows]
 
     async def update(self, process_id: str, **fields: Any) -> None:
-        unknown = set(fields) - _PROCESS_FIELDS
-        if unknown:
-            raise ValueError(f"unknown process fields: {sorted(unknown)}")
-        if "running" in fields:
-            fields["running"] = int(fields["running"])
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        await self._db.execute(f"UPDATE processes SET {assignments} WHERE id = ?", (*fields.values(), process_id))
+        assignments, values = _PROCESSES.changes(fields)
+        await self._db.execute(f"UPDATE processes SET {assignments} WHERE id = ?", (*values, process_id))
 
     async def delete(self, sandbox_id: str, process_ids: Iterable[str] | None = None) -> None:
         """Forget a sandbox's processes: all of them, or only the listed ones."""

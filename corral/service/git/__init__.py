@@ -6,7 +6,7 @@ validated before they get there.
 
 Network operations (clone, pull, push) of a sandbox without network run in a *helper*: a
 short-lived container of the sandbox's image, under gVisor with network (runtime corral-runsc-net on
-the bridge network `corral-egress`), labelled like the sandbox so a reaper finds it, and removed
+the data dir's bridge network `corral-egress-<owner>`), labelled like the sandbox so a reaper finds it, and removed
 when the operation ends. The sandbox's own processes never get network access. Data crosses on the
 host: into the helper with `put_archive` before it starts, out of it from an exec's stdout; into
 and out of the sandbox through the agent (write_file / read_file in chunks under /tmp/.corral/git,

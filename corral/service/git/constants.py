@@ -10,7 +10,6 @@ from corral.config import GIB, MIB
 OnProgress = Callable[[float, float | None, str], Awaitable[None]]  # (progress, total, message)
 Listener = Callable[[bytes], Coroutine[Any, Any, None]]  # gets stderr as it comes
 
-EGRESS_NETWORK = "corral-egress"
 STAGING = "/tmp/.corral/git"  # in the sandbox: transfers in flight
 HELPER_WORK = "/tmp/corral-git"  # in the helper
 CHUNK = 4 * MIB  # per agent frame (base64 of it stays well under the 16 MiB frame limit)

@@ -17,8 +17,7 @@ from corral.errors import CorralError, InvalidRequest, PayloadTooLarge, RuntimeM
 from corral.sandbox_backend.archive import tar_directory
 from corral.sandbox_backend.engine import ExecOutput
 from corral.sandbox_backend.store import SandboxRecord
-from corral.service.containers import LABEL_MANAGED, LABEL_ROLE
-from corral.service.git.constants import EGRESS_NETWORK, HELPER_ENV, HELPER_WORK, Listener
+from corral.service.git.constants import HELPER_ENV, HELPER_WORK, Listener
 from corral.service.git.deps import GitDeps
 from corral.service.git.secrets import Auth
 
@@ -100,9 +99,10 @@ async def open_helper(
             f"the gVisor runtime '{runtime}' (runsc with --network=host) is not registered with Docker, so "
             "Corral cannot fetch for a sandbox without network. Fix: run scripts/setup-host.sh as root."
         )
-    await engine.ensure_network(EGRESS_NETWORK, {LABEL_MANAGED: "true", LABEL_ROLE: "egress"})
+    network = deps.containers.egress_network
+    await engine.ensure_network(network, deps.containers.network_labels("egress"))
     spec = deps.containers.helper_spec(
-        rec, role="git", runtime=runtime, network=EGRESS_NETWORK, env=HELPER_ENV, workdir="/tmp"
+        rec, role="git", runtime=runtime, network=network, env=HELPER_ENV, workdir="/tmp"
     )
     container_id: str | None = None
     try:
