@@ -12,7 +12,9 @@
     ├── BackendError            the container engine failed or refused
     │   ├── BackendUnavailable  the engine is not reachable
     │   ├── ImageNotFound       the image is not present and cannot be pulled
-    │   └── RuntimeMissing      gVisor (runsc) is not registered with the engine
+    │   ├── RuntimeMissing      gVisor (runsc) is not registered with the engine
+    │   └── CheckpointUnavailable  memory could not be saved, copied or restored (the reason
+    │                           says why); callers fall back to keeping files only
     ├── StoreError              the state database failed (locked too long, disk full, corrupt)
     │   └── StoreConflict       a write broke a uniqueness rule (two creates with one name)
     ├── AgentFailure            the in-sandbox agent failed, vanished or sent garbage; `.kind`
@@ -76,6 +78,10 @@ class ImageNotFound(BackendError):
 
 
 class RuntimeMissing(BackendError):
+    pass
+
+
+class CheckpointUnavailable(BackendError):
     pass
 
 

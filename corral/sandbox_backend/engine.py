@@ -49,6 +49,7 @@ class ContainerInfo:
     labels: Mapping[str, str]
     runtime: str
     image: str
+    started_at: float | None = None  # when its current run began (epoch seconds), if running
 
     @property
     def running(self) -> bool:
@@ -72,6 +73,32 @@ class Capabilities:
     exec_attach: bool = True
     # Memory checkpoint and restore of a stopped container.
     checkpoint: bool = False
+    # A checkpoint can be copied to another container made from a commit of the first (fork with
+    # memory). Docker: only next to the engine, as root (it writes into Docker's own directory).
+    checkpoint_copy: bool = False
+    # A container's file system can be saved as a new image (`commit`).
+    commit: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One sample of a running container's resource use."""
+
+    cpu_percent: float | None  # of one core; None when the engine gave a single sample
+    memory_bytes: int  # in use, page cache that can be dropped not counted (what `docker stats` shows)
+    memory_limit: int
+    pids: int  # host threads under gVisor's ptrace platform, not processes in the sandbox
+    net_rx_bytes: int | None = None  # None: no network
+    net_tx_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    size_bytes: int
+    created_at: float
 
 
 class ExecStream(ByteStream):
@@ -97,7 +124,45 @@ class Engine(Protocol):
         """Create (not start) a container; returns its id."""
         ...
 
-    async def start(self, container_id: str) -> None: ...
+    async def start(self, container_id: str, *, checkpoint: str | None = None) -> None:
+        """Start a created or stopped container; with `checkpoint`, restore its memory from that
+        checkpoint instead of booting afresh (CheckpointUnavailable if that fails: the container
+        stays stopped, a plain start still works)."""
+        ...
+
+    async def stop(self, container_id: str, *, timeout: float = 10) -> None:
+        """Stop a running container (SIGTERM, SIGKILL after `timeout`); a stopped one is fine."""
+        ...
+
+    async def checkpoint(self, container_id: str, name: str) -> None:
+        """Save the running container's memory as checkpoint `name` and stop it
+        (CheckpointUnavailable, container still running or stopped, when the engine cannot)."""
+        ...
+
+    async def remove_checkpoint(self, container_id: str, name: str) -> None:
+        """Forget checkpoint `name`; a missing one is not an error."""
+        ...
+
+    async def copy_checkpoint(self, source_id: str, target_id: str, name: str) -> None:
+        """Copy checkpoint `name` of `source_id` to `target_id` (made from a commit of the source),
+        so that `start(target_id, checkpoint=name)` resumes it there (`Capabilities.checkpoint_copy`)."""
+        ...
+
+    async def commit(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        """Save the container's file system as image `image` (repo:tag) with `labels`; returns its id."""
+        ...
+
+    async def list_images(self, label: str) -> list[ImageInfo]:
+        """Every image carrying `label` ("key=value")."""
+        ...
+
+    async def remove_image(self, name: str) -> None:
+        """Remove an image by id or tag; a missing one is not an error."""
+        ...
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """One sample of a running container's CPU, memory, pids and network use."""
+        ...
 
     async def remove(self, container_id: str) -> None:
         """Remove with force; a container that is already gone is not an error."""

@@ -23,14 +23,16 @@ from typing import Any
 import anyio
 
 from corral.agent.bundle import agent_version
-from corral.errors import BackendError, BackendUnavailable, CorralError, ImageNotFound
+from corral.errors import BackendError, BackendUnavailable, CheckpointUnavailable, CorralError, ImageNotFound
 from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     EventHandler,
     ExecOutput,
     ExecStream,
+    ImageInfo,
     StderrListener,
 )
 
@@ -55,6 +57,9 @@ class FakeContainer:
     status: str = "created"
     started_at: float | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # put_archive payloads by path
+    # checkpoint name -> the start time of the run it saved (a restored agent keeps its start time)
+    checkpoints: dict[str, float | None] = field(default_factory=dict)
+    memory_bytes: int = 40 * 1024 * 1024  # what `stats` reports; tests may change it
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -64,6 +69,7 @@ class FakeContainer:
             labels=dict(self.spec.labels),
             runtime=self.spec.runtime,
             image=self.spec.image,
+            started_at=self.started_at if self.status == "running" else None,
         )
 
 
@@ -79,6 +85,10 @@ class FakeAgent(ExecStream):
         self._ready = anyio.Event()
         self._closed = False
         self.exec_id = f"exec-{secrets.token_hex(4)}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # ByteStream ------------------------------------------------------------------------------
 
@@ -124,6 +134,12 @@ class FakeAgent(ExecStream):
         if op == "hello":
             self._emit({"id": rid, "event": "result", **self._hello()})
             return
+        if op == "prepare_checkpoint" and op not in self._ops:
+            # Like the daemon: answer, then end the connection (the relay exits).
+            self._emit({"id": rid, "event": "result", "killed": 0})
+            self._closed = True
+            self._ready.set()
+            return
         handler = self._ops.get(str(op))
         if handler is None:
             self._emit({"id": rid, "event": "error", "error": {"type": "bad_request", "message": f"unknown op {op}"}})
@@ -152,8 +168,6 @@ class FakeAgent(ExecStream):
 
 
 class FakeEngine:
-    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
-
     def __init__(
         self,
         *,
@@ -162,9 +176,16 @@ class FakeEngine:
         pullable: Sequence[str] = (),
         agent_ops: Mapping[str, AgentOp] | None = None,
         agent_version: str | None = None,
+        checkpoint: bool = True,
+        checkpoint_copy: bool = True,
     ) -> None:
+        self.capabilities = Capabilities(
+            label_index=True, exec_attach=True, checkpoint=checkpoint, checkpoint_copy=checkpoint_copy, commit=True
+        )
         self.containers: dict[str, FakeContainer] = {}
         self.images: set[str] = set(images)
+        self.image_labels: dict[str, dict[str, str]] = {}
+        self.execs: dict[str, FakeAgent] = {}
         self.pullable: set[str] = set(pullable)
         self.networks: dict[str, dict[str, str]] = {}
         self.runtime_names: set[str] = set(runtimes)
@@ -250,13 +271,89 @@ class FakeEngine:
         self.containers[container_id] = FakeContainer(container_id, spec)
         return container_id
 
-    async def start(self, container_id: str) -> None:
+    async def start(self, container_id: str, *, checkpoint: str | None = None) -> None:
         self._enter("start", container_id)
         container = self._get(container_id, "start container")
-        if container.status != "running":
-            container.status = "running"
+        if container.status == "running":
+            return
+        if checkpoint is not None:
+            if checkpoint not in container.checkpoints:
+                raise CheckpointUnavailable(f"the engine could not restore the checkpoint: no checkpoint {checkpoint}")
+            container.started_at = container.checkpoints[checkpoint]
+        else:
             container.started_at = time.time()
-            await self.emit(container_id, "start")
+        container.status = "running"
+        await self.emit(container_id, "start")
+
+    async def stop(self, container_id: str, *, timeout: float = 10) -> None:
+        self._enter("stop", container_id)
+        container = self._get(container_id, "stop container")
+        if container.status == "running":
+            container.status = "exited"
+            await self.emit(container_id, "die")
+
+    async def checkpoint(self, container_id: str, name: str) -> None:
+        self._enter("checkpoint", container_id)
+        container = self._get(container_id, "checkpoint container")
+        if not self.capabilities.checkpoint:
+            raise CheckpointUnavailable("the engine could not checkpoint the container: not supported by this engine")
+        if container.status != "running":
+            raise BackendError("checkpoint container: Docker refused: container is not running")
+        container.checkpoints[name] = container.started_at
+        container.status = "exited"
+        await self.emit(container_id, "die")
+
+    async def remove_checkpoint(self, container_id: str, name: str) -> None:
+        self._enter("remove_checkpoint", container_id)
+        container = self.containers.get(container_id)
+        if container is not None:
+            container.checkpoints.pop(name, None)
+
+    async def copy_checkpoint(self, source_id: str, target_id: str, name: str) -> None:
+        self._enter("copy_checkpoint", target_id)
+        if not self.capabilities.checkpoint_copy:
+            raise CheckpointUnavailable("copying a checkpoint into another container needs root on the Docker host")
+        source = self._get(source_id, "copy checkpoint")
+        if name not in source.checkpoints:
+            raise CheckpointUnavailable(f"checkpoint {name} does not exist")
+        self._get(target_id, "copy checkpoint").checkpoints[name] = source.checkpoints[name]
+
+    async def commit(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        self._enter("commit", container_id)
+        self._get(container_id, "commit container")
+        self.images.add(image)
+        self.image_labels[image] = dict(labels)
+        return f"sha256:{secrets.token_hex(32)}"
+
+    async def list_images(self, label: str) -> list[ImageInfo]:
+        self._enter("list_images", label)
+        key, _, value = label.partition("=")
+        return [
+            ImageInfo(id=name, tags=(name,), labels=labels, size_bytes=1024, created_at=0.0)
+            for name, labels in self.image_labels.items()
+            if labels.get(key) == value and name in self.images
+        ]
+
+    async def remove_image(self, name: str) -> None:
+        self._enter("remove_image", name)
+        if any(c.spec.image == name for c in self.containers.values()):
+            raise BackendError(f"remove image {name}: Docker refused: image is being used by a container")
+        self.images.discard(name)
+        self.image_labels.pop(name, None)
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        self._enter("stats", container_id)
+        container = self._get(container_id, "read container stats")
+        if container.status != "running":
+            raise BackendError("read container stats: Docker refused: container is not running")
+        return ContainerStats(
+            cpu_percent=1.5,
+            memory_bytes=container.memory_bytes,
+            memory_limit=container.spec.memory_bytes,
+            pids=38,
+            net_rx_bytes=None if container.spec.network is None else 0,
+            net_tx_bytes=None if container.spec.network is None else 0,
+        )
 
     async def remove(self, container_id: str) -> None:
         self._enter("remove", container_id)
@@ -285,11 +382,14 @@ class FakeEngine:
         container = self._get(container_id, "attach to container")
         if container.status != "running":
             raise BackendError(f"attach to container: Docker refused: container {container_id[:12]} is not running")
-        return FakeAgent(container, self.agent_ops, self.agent_version or agent_version())
+        agent = FakeAgent(container, self.agent_ops, self.agent_version or agent_version())
+        self.execs[agent.exec_id] = agent
+        return agent
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
         self._enter("exec_exit_code", exec_id)
-        return None
+        agent = self.execs.get(exec_id)
+        return 0 if agent is not None and agent.closed else None
 
     async def exec_collect(
         self,

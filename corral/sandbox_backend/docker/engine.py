@@ -21,14 +21,17 @@ import docker
 import docker.errors
 
 from corral.errors import BackendError, PayloadTooLarge
+from corral.sandbox_backend.docker import lifecycle
 from corral.sandbox_backend.docker.errors import map_docker_errors, next_event
 from corral.sandbox_backend.docker.exec_stream import DockerExecStream
 from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     EventHandler,
     ExecOutput,
+    ImageInfo,
     StderrListener,
 )
 
@@ -45,6 +48,7 @@ def _info(container: Any) -> ContainerInfo:
         labels=attrs.get("Config", {}).get("Labels") or {},
         runtime=attrs.get("HostConfig", {}).get("Runtime", ""),
         image=attrs.get("Config", {}).get("Image", ""),
+        started_at=lifecycle.parse_time(attrs.get("State", {}).get("StartedAt")),
     )
 
 
@@ -55,7 +59,11 @@ class DockerEngine:
     is down comes up anyway and answers each call with a clear "Docker is not reachable" error.
     """
 
-    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
+    # Checkpoints need dockerd's experimental features and a runtime that can checkpoint (runsc);
+    # a call that cannot is answered with CheckpointUnavailable, which says why.
+    capabilities = Capabilities(
+        label_index=True, exec_attach=True, checkpoint=True, checkpoint_copy=True, commit=True
+    )
 
     def __init__(self, base_url: str | None = None, client: docker.DockerClient | None = None) -> None:
         self._base_url = base_url
@@ -135,8 +143,41 @@ class DockerEngine:
 
         return await self._run(f"create container {spec.name}", create)
 
-    async def start(self, container_id: str) -> None:
-        await self._run("start container", lambda: self._client.api.start(container_id))
+    async def start(self, container_id: str, *, checkpoint: str | None = None) -> None:
+        await self._run("start container", lifecycle.start, self._client.api, container_id, checkpoint)
+
+    async def stop(self, container_id: str, *, timeout: float = 10) -> None:
+        await self._run("stop container", lambda: self._client.api.stop(container_id, timeout=int(timeout)))
+
+    # -- memory checkpoints, commits, images, stats ----------------------------------------------
+
+    @property
+    def _local(self) -> bool:
+        return str(self._client.api.base_url).startswith("http+docker://")  # a unix socket
+
+    async def checkpoint(self, container_id: str, name: str) -> None:
+        await self._run("checkpoint container", lifecycle.checkpoint, self._client, self._local, container_id, name)
+
+    async def remove_checkpoint(self, container_id: str, name: str) -> None:
+        await self._run("remove checkpoint", lifecycle.remove_checkpoint, self._client.api, container_id, name)
+
+    async def copy_checkpoint(self, source_id: str, target_id: str, name: str) -> None:
+        await self._run(
+            "copy checkpoint", lifecycle.copy_checkpoint, self._client, self._local, source_id, target_id, name
+        )
+
+    async def commit(self, container_id: str, image: str, labels: Mapping[str, str]) -> str:
+        api = self._client.api
+        return await self._run("commit container", lifecycle.commit, api, container_id, image, dict(labels))
+
+    async def list_images(self, label: str) -> list[ImageInfo]:
+        return await self._run("list images", lifecycle.list_images, self._client, label)
+
+    async def remove_image(self, name: str) -> None:
+        await self._run(f"remove image {name}", lifecycle.remove_image, self._client.api, name)
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        return await self._run("read container stats", lifecycle.stats, self._client.api, container_id)
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
