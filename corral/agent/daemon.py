@@ -8,7 +8,7 @@ import socket
 import time
 
 # Importing the ops_* modules registers their ops.
-from . import ops_agent, ops_code, ops_exec, ops_files, ops_fs, ops_procs, ops_signal  # noqa: F401
+from . import ops_agent, ops_code, ops_exec, ops_files, ops_fs, ops_lifecycle, ops_procs, ops_signal  # noqa: F401
 from .bundle import agent_version
 from .driver import reserve_low_fds
 from .relay import DAEMON_LOCK_WAIT
@@ -54,7 +54,7 @@ def daemon_main() -> int:
             continue
         serial += 1
         connection = Connection(agent, SocketStream(conn), f"connection {serial}")
-        start_thread(connection.serve, name=f"connection-{serial}")
+        start_thread(agent.serve, connection, name=f"connection-{serial}")
 
 
 def serve_stdio_main() -> int:

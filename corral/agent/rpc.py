@@ -108,6 +108,10 @@ class Connection:
         self._active: dict[int, Request] = {}
         self._closed = False
 
+    def close(self) -> None:
+        """End the connection from our side: its reader stops, its relay sees the socket close."""
+        self._stream.shutdown()
+
     def serve(self) -> None:
         reader = FrameReader(self._stream.recv)
         try:

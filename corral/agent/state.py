@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from typing import TYPE_CHECKING
 
 from .contexts import ContextManager
 from .procs import ProcStore
 from .util import current_umask, log
+
+if TYPE_CHECKING:
+    from .rpc import Connection
 
 
 class Agent:
@@ -19,6 +24,24 @@ class Agent:
         self.contexts = ContextManager()
         self.procs = ProcStore(os.path.join(directory, "procs"))
         self.umask = current_umask()
+        self._connections: set[Connection] = set()
+        self._connections_lock = threading.Lock()
+
+    def serve(self, connection: Connection) -> None:
+        """Serve one connection until it ends (in the calling thread), known to close_connections."""
+        with self._connections_lock:
+            self._connections.add(connection)
+        try:
+            connection.serve()
+        finally:
+            with self._connections_lock:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.close()
 
     def shutdown(self) -> None:
         """Kill the interpreter contexts and leave; background processes keep running."""
