@@ -41,6 +41,23 @@ class Limits:
     memory_bytes: int = 1 * GIB
     cpus: float = 1.0
     pids: int = 2048
+    # What create_sandbox may ask for; more is clamped to these (and the result says so).
+    max_memory_bytes: int = 8 * GIB
+    max_cpus: float = float(os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """Operator defaults and maxima of a sandbox's lifetime, in seconds (None = never / no maximum).
+
+    idle_stop_after: stop (keeping memory where possible, never deleting) after no tool call and no
+    running process for that long. delete_after: delete that long after creation, whatever happens.
+    """
+
+    idle_stop_after: float | None = 1800.0
+    max_idle_stop_after: float | None = None
+    delete_after: float | None = None
+    max_delete_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,10 @@ class Settings:
     host_dirs: tuple[Path, ...] = ()
     # Where expose_port listens on the host; CORRAL_PORT_HOST.
     port_host: str = "127.0.0.1"
+    lifetimes: Lifetimes = Lifetimes()
+    # Started, agent-ready sandboxes of the default spec kept for create_sandbox to hand out at
+    # once. CORRAL_POOL_SIZE (2 when served); 0 here, so a Settings made in code starts none.
+    pool_size: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -88,8 +109,27 @@ class Settings:
             max_timeout=env_number("CORRAL_MAX_TIMEOUT", ExecPolicy.max_timeout, float, low=1),
             output_limit=env_number("CORRAL_OUTPUT_LIMIT", ExecPolicy.output_limit, int, low=1024),
         )
+        default_limits = Limits()
+        memory_mb = env_number("CORRAL_MEMORY_MB", default_limits.memory_bytes // MIB, int, low=64)
+        limits = Limits(
+            memory_bytes=memory_mb * MIB,
+            max_memory_bytes=env_number(
+                "CORRAL_MAX_MEMORY_MB", max(default_limits.max_memory_bytes // MIB, memory_mb), int, low=memory_mb
+            )
+            * MIB,
+            cpus=env_number("CORRAL_CPUS", default_limits.cpus, float, low=0.1),
+            max_cpus=env_number("CORRAL_MAX_CPUS", default_limits.max_cpus, float, low=0.1),
+        )
         return cls(
             image=env.get("CORRAL_IMAGE", DEFAULT_IMAGE),
+            limits=limits,
+            lifetimes=Lifetimes(
+                idle_stop_after=env_seconds("CORRAL_IDLE_STOP_AFTER", Lifetimes.idle_stop_after),
+                max_idle_stop_after=env_seconds("CORRAL_MAX_IDLE_STOP_AFTER", None),
+                delete_after=env_seconds("CORRAL_DELETE_AFTER", None),
+                max_delete_after=env_seconds("CORRAL_MAX_DELETE_AFTER", None),
+            ),
+            pool_size=env_number("CORRAL_POOL_SIZE", 2, int, low=0),
             exec=policy,
             max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
             docker_url=env.get("DOCKER_HOST"),
@@ -114,6 +154,12 @@ def env_number(name: str, default: N, kind: Callable[[str], N], *, low: float) -
     if value < low:
         raise ConfigurationError(f"{name}={raw!r} is too small; the minimum is {low:g}")
     return value
+
+
+def env_seconds(name: str, default: float | None) -> float | None:
+    """A duration in seconds from the environment; 0 means never (None)."""
+    value = env_number(name, 0.0 if default is None else default, float, low=0)
+    return None if value == 0 else value
 
 
 def parse_host_dirs(spec: str) -> tuple[Path, ...]:

@@ -15,7 +15,14 @@ from anyio.abc import TaskGroup
 
 from corral.agent.bundle import AGENT_VERSION, bootstrap_argv
 from corral.config import SANDBOX_USER, WORKDIR
-from corral.errors import AgentFailure, AgentRefused, CorralError, PayloadTooLarge, SandboxBusy
+from corral.errors import (
+    AgentFailure,
+    AgentRefused,
+    CheckpointUnavailable,
+    CorralError,
+    PayloadTooLarge,
+    SandboxBusy,
+)
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentChannelError, AgentError
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord
@@ -23,6 +30,7 @@ from corral.sandbox_backend.store import SandboxRecord
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 30.0
+RELAY_EXIT_TIMEOUT = 10.0
 
 # Agent error types that are the agent's own trouble, not the request's (docs/agent-protocol.md).
 _AGENT_FAULTS = frozenset({"internal", "cancelled"})
@@ -50,6 +58,7 @@ class AgentPool:
         self._engine = engine
         self._tg = tg
         self._channels: dict[str, AgentChannel] = {}
+        self._exec_ids: dict[str, str] = {}  # the exec that carries each channel (its relay)
         self._locks: dict[str, anyio.Lock] = {}
         # The daemon's start time per sandbox, from its hello: tells a restarted sandbox apart.
         self.agent_started: dict[str, float] = {}
@@ -66,11 +75,12 @@ class AgentPool:
             channel = self._channels.get(rec.id)
             if channel is not None and not channel.closed:
                 return channel
-            channel = await self._connect(rec)
+            channel, exec_id = await self._connect(rec)
             self._channels[rec.id] = channel
+            self._exec_ids[rec.id] = exec_id
             return channel
 
-    async def _connect(self, rec: SandboxRecord) -> AgentChannel:
+    async def _connect(self, rec: SandboxRecord) -> tuple[AgentChannel, str]:
         assert rec.container_id is not None
         for attempt in range(2):
             stream = await self._engine.open_exec_stream(
@@ -98,7 +108,7 @@ class AgentPool:
                 started = hello.get("started")
                 if isinstance(started, int | float):
                     self.agent_started[rec.id] = float(started)
-                return channel
+                return channel, stream.exec_id
             # A daemon from an older Corral is still running in the sandbox: replace it.
             log.info("sandbox %s: replacing agent %s with %s", rec.id, hello.get("version"), AGENT_VERSION)
             try:
@@ -136,7 +146,29 @@ class AgentPool:
                 log.info("sandbox %s: agent channel failed (%s); reconnecting", rec.id, exc)
         raise AssertionError("unreachable")
 
+    async def release_host(self, rec: SandboxRecord) -> None:
+        """Make every process in the sandbox that holds a descriptor of the host's end (the relays
+        of `docker exec`) exit, so that a memory checkpoint of it can be restored: the daemon ends
+        them (prepare_checkpoint, docs/agent-protocol.md) and we wait until our own relay is gone."""
+        channel = await self.get(rec)
+        exec_id = self._exec_ids[rec.id]
+        try:
+            await channel.request("prepare_checkpoint", {}, timeout=30)
+        except AgentError as exc:
+            raise translate(exc) from exc
+        except AgentChannelError as exc:
+            raise AgentFailure(f"sandbox {rec.id}: the agent did not prepare the checkpoint ({exc})") from exc
+        finally:
+            await self.drop(rec.id)
+        with anyio.move_on_after(RELAY_EXIT_TIMEOUT):
+            # The exec's end has no event of its own: ask the engine until it has an exit code.
+            while await self._engine.exec_exit_code(exec_id) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            return
+        raise CheckpointUnavailable(f"sandbox {rec.id}: the agent's relay did not exit within {RELAY_EXIT_TIMEOUT:g} s")
+
     async def drop(self, sandbox_id: str) -> None:
+        self._exec_ids.pop(sandbox_id, None)
         channel = self._channels.pop(sandbox_id, None)
         if channel is not None:
             with anyio.CancelScope(shield=True):

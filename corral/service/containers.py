@@ -55,21 +55,29 @@ class Containers:
     def network_labels(self, role: str) -> dict[str, str]:
         return {**self._labels(), LABEL_ROLE: role}
 
-    def sandbox_labels(self, sandbox_id: str) -> dict[str, str]:
-        return {**self._labels(), LABEL_SANDBOX: sandbox_id, LABEL_ROLE: "sandbox"}
+    def sandbox_labels(self, sandbox_id: str, role: str = "sandbox") -> dict[str, str]:
+        return {**self._labels(), LABEL_SANDBOX: sandbox_id, LABEL_ROLE: role}
 
-    def sandbox_spec(self, rec: SandboxRecord) -> ContainerSpec:
+    def image_labels(self, sandbox_id: str, role: str) -> dict[str, str]:
+        """Labels of an image Corral makes (a fork's file system, a snapshot): ours, and for whom."""
+        return {**self._labels(), LABEL_SANDBOX: sandbox_id, LABEL_ROLE: role}
+
+    def sandbox_spec(self, rec: SandboxRecord, *, role: str = "sandbox") -> ContainerSpec:
+        """The container of `rec`. `role` is "pool" for a warm sandbox not yet handed out (Docker
+        cannot change a label later: the pool table, not the label, says whether it was)."""
         return ContainerSpec(
             name=f"corral-{rec.id}",
             image=rec.image,
             runtime=rec.runtime,
-            labels=self.sandbox_labels(rec.id),
+            labels=self.sandbox_labels(rec.id, role),
             memory_bytes=rec.memory_bytes,
             nano_cpus=int(rec.cpus * 1e9),
             pids_limit=rec.pids_limit,
             user=SANDBOX_USER,
             workdir=WORKDIR,
-            env=SANDBOX_ENV,
+            # The container's environment reaches every exec, so every command, interpreter and
+            # background process the agent starts; the user's never replaces what the agent needs.
+            env={**rec.env, **SANDBOX_ENV},
         )
 
     def helper_spec(

@@ -94,6 +94,10 @@ class Execution:
     async def forget_sandbox(self, sandbox_id: str) -> None:
         await self._contexts.forget(sandbox_id)
 
+    async def copy_sandbox(self, source_id: str, fork_id: str) -> None:
+        """A fork carries its source's interpreter contexts (when it got its memory)."""
+        await self._contexts.copy(source_id, fork_id)
+
     async def run_command(
         self,
         ref: str,

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service.options import masked_env
 
 
 class SandboxInfo(BaseModel):
@@ -29,9 +30,19 @@ class SandboxInfo(BaseModel):
     labels: dict[str, str]
     created_at: float
     last_used_at: float
+    env: dict[str, str] = Field(default_factory=dict, description="Values of secret-looking keys hidden.")
+    idle_stop_after: float | None = Field(default=None, description="Seconds idle before it is stopped (memory kept).")
+    delete_after: float | None = None
+    ephemeral: bool = False
+    memory_saved: bool | None = Field(default=None, description="When stopped: whether its memory resumes with it.")
+    forked_from: str | None = None
+    lease: dict[str, str] | None = Field(default=None, description="stops_at / expires_at (UTC).")
+    metrics: str | None = None
 
     @classmethod
-    def from_record(cls, rec: SandboxRecord) -> SandboxInfo:
+    def from_record(
+        cls, rec: SandboxRecord, lease: dict[str, str] | None = None, metrics: str | None = None
+    ) -> SandboxInfo:
         return cls(
             id=rec.id,
             name=rec.name,
@@ -46,6 +57,14 @@ class SandboxInfo(BaseModel):
             labels=rec.labels,
             created_at=rec.created_at,
             last_used_at=rec.last_used_at,
+            env=masked_env(rec.env),
+            idle_stop_after=rec.idle_stop_after,
+            delete_after=rec.delete_after,
+            ephemeral=rec.ephemeral,
+            memory_saved=(rec.checkpoint is not None) if rec.status == "stopped" else None,
+            forked_from=rec.forked_from,
+            lease=lease,
+            metrics=metrics,
         )
 
 
@@ -70,15 +89,15 @@ class CodeResult(BaseModel):
     stderr: str
     stdout_dropped_bytes: int = 0
     stderr_dropped_bytes: int = 0
-    value: str | None = Field(None, description="repr of the final expression (Python/JS), like a notebook.")
-    error: CodeError | None = Field(None, description="The exception, with a clean traceback.")
+    value: str | None = Field(default=None, description="repr of the final expression (Python/JS), like a notebook.")
+    error: CodeError | None = Field(default=None, description="The exception, with a clean traceback.")
     images: int = Field(0, description="How many PNG images (figures) were returned as image content.")
     timed_out: bool = False
     interrupted: bool = False
     state_lost: bool = Field(
         False, description="True if the interpreter had to be restarted: variables and imports are gone."
     )
-    notice: str | None = Field(None, description="Something you should know about this run's context.")
+    notice: str | None = Field(default=None, description="Something you should know about this run's context.")
     language: str
     context: str
     duration_ms: float

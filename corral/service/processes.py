@@ -314,6 +314,12 @@ class Processes:
         sandbox = await self._sandboxes.resolve(ref)
         return [ProcessInfo.from_record(rec) for rec in await self._refresh(sandbox.id)]
 
+    async def copy_sandbox(self, source_id: str, fork_id: str) -> None:
+        """A fork has its source's background processes (their spools and, with its memory, the
+        processes themselves): give them ids of its own, cursors kept."""
+        for rec in await self._table.list(source_id):
+            await self._table.insert(rec.with_(id=await self._new_id(), sandbox_id=fork_id))
+
     async def forget_sandbox(self, sandbox_id: str) -> None:
         """Drop the process records of a deleted sandbox (its processes died with its container)."""
         await self._table.delete(sandbox_id)

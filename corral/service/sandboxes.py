@@ -1,23 +1,23 @@
-"""SandboxService: the lifecycle of sandboxes (create, use, delete), reconcile and gc.
+"""SandboxService: the lifecycle of sandboxes (create, use, stop/start, delete), reconcile and gc.
 
 Features that live inside a sandbox (processes, ports, contexts, ...) do not reach in here: they
-subscribe to `on_delete` and get the narrow `SandboxAccess` (service/access.py) to reach a
-sandbox's agent.
+subscribe to `on_delete` / `on_fork` and get the narrow `SandboxAccess` (service/access.py) to
+reach a sandbox's agent. Stopping keeps a sandbox's memory where the engine can
+(service/memory.py); any use of a stopped sandbox resumes it and the call's result says so.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import RUNTIME_RUNC, WORKDIR, Settings
+from corral.config import DEFAULT_IMAGE, RUNTIME_RUNC, WORKDIR, Settings
 from corral.errors import (
     BackendError,
     BackendUnavailable,
@@ -34,9 +34,14 @@ from corral.errors import (
 from corral.sandbox_backend.archive import tar_directory
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord
+from corral.sandbox_backend.store.pool import PoolTable
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.service import leases, notes, options
 from corral.service.agents import AgentPool
+from corral.service.clock import Clock, SystemClock
 from corral.service.containers import LABEL_SANDBOX, Containers
+from corral.service.memory import Memory, checkpoint_name
+from corral.service.reconcile import Reconciler
 from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
 
@@ -45,24 +50,52 @@ log = logging.getLogger(__name__)
 DeleteHook = Callable[[str], Awaitable[None]]  # gets the id of a sandbox being deleted
 
 
+@dataclass(frozen=True)
+class PowerChange:
+    """What stop / start (or an automatic resume) did with a sandbox's memory."""
+
+    rec: SandboxRecord
+    memory: bool  # stop: memory saved; start: memory restored
+    reason: str | None = None  # why not, when it was not
+    changed: bool = True  # False: it already was in that state
+
+
+def new_sandbox_id() -> str:
+    return f"sb-{secrets.token_hex(4)}"
+
+
 class SandboxService:
     def __init__(
-        self, settings: Settings, engine: Engine, table: SandboxTable, agents: AgentPool, containers: Containers
+        self,
+        settings: Settings,
+        engine: Engine,
+        table: SandboxTable,
+        agents: AgentPool,
+        containers: Containers,
+        *,
+        clock: Clock | None = None,
+        pool_table: PoolTable | None = None,
     ) -> None:
         self.settings = settings
         self._engine = engine
         self._table = table
         self._agents = agents
         self._containers = containers
+        self.clock: Clock = clock or SystemClock()
+        self.memory = Memory(engine, agents)
+        self.pool: Any = None  # service.pool.WarmPool, set by open_services when CORRAL_POOL_SIZE > 0
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
-        self.orphans: list[str] = []
+        self._inflight: dict[str, int] = {}  # agent requests running now, per sandbox
+        self._last_used: dict[str, float] = {}  # exact time of the last call (SQLite keeps it coarser)
+        self.leases_changed = anyio.Event()  # wakes the reaper
+        self._reconciler = Reconciler(engine, table, containers, pool_table)
 
     def on_delete(self, hook: DeleteHook) -> None:
         """Call `hook(sandbox_id)` while a sandbox is deleted, before its record goes."""
         self._on_delete.append(hook)
 
-    async def start(self, tg: TaskGroup) -> None:
+    async def serve(self, tg: TaskGroup) -> None:
         """Reconcile with the engine and keep statuses current from its events (server mode)."""
         try:
             await self.reconcile()
@@ -74,8 +107,13 @@ class SandboxService:
 
         supervise(tg, "container events", watch)
 
-    def _lock(self, sandbox_id: str) -> anyio.Lock:
+    def lock(self, sandbox_id: str) -> anyio.Lock:
+        """Held while a sandbox changes state (start, stop, fork, delete)."""
         return self._locks.setdefault(sandbox_id, anyio.Lock())
+
+    def _leases_moved(self) -> None:
+        self.leases_changed.set()
+        self.leases_changed = anyio.Event()
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -88,13 +126,48 @@ class SandboxService:
             listing = ", ".join(f"{r.id} ({r.name})" if r.name else r.id for r in known[:20])
             listing = listing or "none yet; create one with create_sandbox"
             raise SandboxNotFound(f"no sandbox with id or name {ref!r}. Known sandboxes: {listing}")
+        self._note_lease(rec)
         return rec
 
-    async def list_all(self) -> list[SandboxRecord]:
-        return await self._table.list()
+    async def list_all(self, labels: Mapping[str, str] | None = None) -> list[SandboxRecord]:
+        """Every sandbox, or those carrying all of `labels` (key and value)."""
+        records = await self._table.list()
+        if labels:
+            wanted = check_labels(labels).items()
+            records = [r for r in records if all(r.labels.get(k) == v for k, v in wanted)]
+        return records
 
     async def get(self, ref: str) -> SandboxRecord:
-        return await self._refresh(await self.resolve(ref))
+        return await self.refresh(await self.resolve(ref))
+
+    async def find(self, ref: str) -> SandboxRecord | None:
+        """The sandbox with this id or name, or None (no lease noted, nothing started)."""
+        return await self._table.get(ref)
+
+    async def record(self, sandbox_id: str, **changes: Any) -> None:
+        """Write fields of a sandbox's record (for the lifecycle's own collaborators)."""
+        await self._table.update(sandbox_id, **changes)
+
+    async def connect(self, rec: SandboxRecord) -> None:
+        """Open the sandbox's agent channel now (a new sandbox is ready once its agent answers)."""
+        await self._agents.get(rec)
+
+    async def forget(self, sandbox_id: str) -> None:
+        """Drop a half-made sandbox's channel and record (its container is the caller's to remove)."""
+        await self._agents.drop(sandbox_id)
+        await self._table.delete(sandbox_id)
+
+    def last_used(self, rec: SandboxRecord) -> float:
+        return max(rec.last_used_at, self._last_used.get(rec.id, 0.0))
+
+    def lease(self, rec: SandboxRecord) -> dict[str, str] | None:
+        return leases.compact(rec, self.last_used(rec))
+
+    def _note_lease(self, rec: SandboxRecord) -> None:
+        notes.lease(rec.id, self.lease(rec))
+        warning = leases.expiry_warning(rec, self.clock.now())
+        if warning:
+            notes.notice(warning)
 
     # -- create ---------------------------------------------------------------------------------
 
@@ -106,52 +179,103 @@ class SandboxService:
         memory_mb: int | None = None,
         cpus: float | None = None,
         labels: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        idle_stop_after: float | None = None,
+        delete_after: float | None = None,
+        ephemeral: bool = False,
+        session: str | None = None,
     ) -> SandboxRecord:
+        """A new running sandbox: from the warm pool when it asks for the default spec, else cold.
+        Options past the operator's maxima are clamped and the call's notes say so."""
         settings = self.settings
         if name is not None:
             check_name(name)
             if await self._table.get(name) is not None:
                 raise InvalidRequest(_name_taken(name))
         image = check_image(image or settings.image)
-        limits = settings.limits
-        memory = limits.memory_bytes if memory_mb is None else self._check_memory(memory_mb)
-        cpu = limits.cpus if cpus is None else _check_cpus(cpus)
-        user_labels = check_labels(labels or {})
-        if await self._table.count() >= settings.max_sandboxes:
-            raise QuotaExceeded(
-                f"this server allows at most {settings.max_sandboxes} sandboxes; delete one first "
-                "(list_sandboxes shows them)"
-            )
-        runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
-        await self._check_runtime(runtime)
-        await self._ensure_image(image)
-
-        now = time.time()
+        opts = options.resolve(
+            settings,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            env=env,
+            labels=labels,
+            idle_stop_after=idle_stop_after,
+            delete_after=delete_after,
+            ephemeral=ephemeral,
+        )
+        if ephemeral and not session:
+            raise InvalidRequest("ephemeral=true needs a client connection to tie the sandbox to")
+        await self.check_quota()
+        for option, text in opts.adjusted.items():
+            notes.notice(f"{option}: {text}")
+        now = self.clock.now()
         rec = SandboxRecord(
-            id=f"sb-{secrets.token_hex(4)}",
+            id=new_sandbox_id(),
             name=name,
             container_id=None,
             image=image,
-            runtime=runtime,
+            runtime=RUNTIME_RUNC if settings.unsafe_runc else settings.runtime,
             network="none",
-            memory_bytes=memory,
-            cpus=cpu,
-            pids_limit=limits.pids,
+            memory_bytes=opts.memory_bytes,
+            cpus=opts.cpus,
+            pids_limit=settings.limits.pids,
             status="creating",
             created_at=now,
             last_used_at=now,
-            labels=user_labels,
+            labels=opts.labels,
+            env=opts.env,
+            idle_stop_after=opts.idle_stop_after,
+            delete_after=opts.delete_after,
+            expires_at=None if opts.delete_after is None else now + opts.delete_after,
+            ephemeral=opts.ephemeral,
+            session=session if opts.ephemeral else None,
         )
+        if self.pool is not None and self.pool.serves(rec):
+            warm = await self._take_warm(rec)
+            if warm is not None:
+                return self.created(warm)
+        return self.created(await self.create_cold(rec))
+
+    async def _take_warm(self, rec: SandboxRecord) -> SandboxRecord | None:
         try:
-            await self._table.insert(rec)
+            warm: SandboxRecord | None = await self.pool.take(rec)
         except StoreConflict:
-            # Another call took the name between our check and our insert.
-            raise InvalidRequest(_name_taken(name or rec.id)) from None
+            raise InvalidRequest(_name_taken(rec.name or rec.id)) from None
+        if warm is None or self._agents.is_open(warm.id):
+            return warm
+        # It died while it waited (its channel went with it): never hand out a broken sandbox.
+        log.warning("pool member %s was no longer usable; creating cold instead", warm.id)
+        with anyio.CancelScope(shield=True):
+            if warm.container_id:
+                await self._quiet_remove(warm.container_id)
+            await self._table.delete(warm.id)
+        return None
+
+    async def check_quota(self) -> None:
+        limit = self.settings.max_sandboxes
+        if await self._table.count() >= limit:
+            raise QuotaExceeded(
+                f"this server allows at most {limit} sandboxes; delete one first (list_sandboxes shows them)"
+            )
+
+    def created(self, rec: SandboxRecord) -> SandboxRecord:
+        self._last_used[rec.id] = rec.last_used_at
+        self._leases_moved()
+        self._note_lease(rec)
+        return rec
+
+    async def create_cold(self, rec: SandboxRecord, *, role: str = "sandbox") -> SandboxRecord:
+        """Make, start and connect the container of `rec` (inserted as `creating` first; rolled
+        back completely if anything fails)."""
+        await self.insert(rec)
         container_id: str | None = None
         try:
-            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
-            # Images other than ours have no writable home for uid 1000: add one before start.
-            await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
+            await self._check_runtime(rec.runtime)
+            await self._ensure_image(rec.image)
+            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec, role=role))
+            if rec.image != DEFAULT_IMAGE:
+                # Images other than ours may have no writable home for uid 1000: add one before start.
+                await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
             await self._table.update(rec.id, container_id=container_id, status="running")
@@ -165,16 +289,21 @@ class SandboxService:
             raise
         return rec
 
-    def _check_memory(self, memory_mb: int) -> int:
-        top = max(self.settings.limits.memory_bytes // (1024 * 1024), 128) * 8
-        if not 64 <= memory_mb <= top:
-            raise InvalidRequest(f"memory_mb must be between 64 and {top} (got {memory_mb})")
-        return memory_mb * 1024 * 1024
+    async def insert(self, rec: SandboxRecord) -> None:
+        try:
+            await self._table.insert(rec)
+        except StoreConflict:
+            # Another call took the name between our check and our insert.
+            raise InvalidRequest(_name_taken(rec.name or rec.id)) from None
+
+    _runtimes: set[str] | None = None
 
     async def _check_runtime(self, runtime: str) -> None:
         if runtime == RUNTIME_RUNC:
             return
-        if runtime not in await self._engine.runtimes():
+        if self._runtimes is None or runtime not in self._runtimes:
+            self._runtimes = await self._engine.runtimes()
+        if runtime not in self._runtimes:
             raise RuntimeMissing(
                 f"the gVisor runtime '{runtime}' is not registered with Docker, so no sandbox can be "
                 "created safely. Fix: run scripts/setup-host.sh as root (installs runsc and registers it in "
@@ -201,11 +330,47 @@ class SandboxService:
         except CorralError as exc:
             log.warning("could not remove container %s: %s", container_id[:12], exc)
 
-    # -- delete ---------------------------------------------------------------------------------
+    # -- update and delete ------------------------------------------------------------------------
+
+    async def update(
+        self,
+        ref: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        idle_stop_after: float | None = None,
+        delete_after: float | None = None,
+    ) -> SandboxRecord:
+        """Merge `labels` (an empty value removes that key); set new lifetimes (delete_after counts
+        from now; 0 = never, where the operator allows it). Clamped values are noted."""
+        rec = await self.resolve(ref)
+        changes: dict[str, Any] = {}
+        if labels is not None:
+            merged = {**rec.labels, **labels}
+            changes["labels"] = check_labels({k: v for k, v in merged.items() if v != ""})
+        adjusted: dict[str, str] = {}
+        lifetimes = self.settings.lifetimes
+        now = self.clock.now()
+        if idle_stop_after is not None:
+            changes["idle_stop_after"] = options.lifetime_seconds(
+                "idle_stop_after", idle_stop_after, lifetimes.max_idle_stop_after, adjusted
+            )
+        if delete_after is not None:
+            lifetime = options.lifetime_seconds("delete_after", delete_after, lifetimes.max_delete_after, adjusted)
+            changes["delete_after"] = lifetime
+            changes["expires_at"] = None if lifetime is None else now + lifetime
+        for option, text in adjusted.items():
+            notes.notice(f"{option}: {text}")
+        if changes:
+            await self._table.update(rec.id, **changes)
+            rec = rec.with_(**changes)
+            self._last_used[rec.id] = now
+            self._leases_moved()
+            self._note_lease(rec)
+        return rec
 
     async def delete(self, ref: str) -> SandboxRecord:
         rec = await self.resolve(ref)
-        async with self._lock(rec.id):
+        async with self.lock(rec.id):
             await self._agents.drop(rec.id)
             if rec.container_id:
                 await self._engine.remove(rec.container_id)
@@ -213,11 +378,101 @@ class SandboxService:
                 await hook(rec.id)
             await self._table.delete(rec.id)
         self._locks.pop(rec.id, None)
+        self._last_used.pop(rec.id, None)
+        notes.lease(rec.id, None)
+        return rec
+
+    def session_id(self, connection: str) -> str:
+        """The session an ephemeral sandbox belongs to: this server and one client connection."""
+        return f"{self.settings.instance_id}:{connection}"
+
+    async def end_sessions_of_this_server(self) -> list[str]:
+        """Delete the ephemeral sandboxes of every client of this server (it is stopping)."""
+        return await self.end_session(self.session_id(""), prefix=True)
+
+    async def end_session(self, session: str, *, prefix: bool = False) -> list[str]:
+        """Delete the ephemeral sandboxes of a client connection that ended."""
+        gone = []
+        for rec in await self._table.list():
+            mine = rec.session is not None and (rec.session.startswith(session) if prefix else rec.session == session)
+            if rec.ephemeral and mine:
+                try:
+                    await self.delete(rec.id)
+                    gone.append(rec.id)
+                except CorralError as exc:
+                    log.warning("ephemeral sandbox %s: could not delete it: %s", rec.id, exc)
+        return gone
+
+    # -- stop and start ---------------------------------------------------------------------------
+
+    async def stop(self, ref: str, *, memory: bool = True) -> PowerChange:
+        """Stop a sandbox. Its files stay; with `memory` (and an engine that can) its memory too:
+        interpreter contexts and background processes resume where they were on the next start."""
+        rec = await self.resolve(ref)
+        async with self.lock(rec.id):
+            rec = await self.check_usable(await self.refresh(rec))
+            if rec.status == "stopped":
+                return PowerChange(rec, memory=rec.checkpoint is not None, changed=False)
+            if self._inflight.get(rec.id):
+                raise SandboxBusy(
+                    f"sandbox {rec.id} is running {self._inflight[rec.id]} call(s) now; stop it once they end"
+                )
+            assert rec.container_id is not None
+            name = checkpoint_name()
+            if memory:
+                reason = await self.memory.save(rec, name)
+            else:
+                reason = "memory=false was asked"
+                await self._agents.drop(rec.id)
+                await self._engine.stop(rec.container_id)
+            saved = reason is None
+            changes = {"status": "stopped", "checkpoint": name if saved else None, "stopped_at": self.clock.now()}
+            await self._table.update(rec.id, **changes)
+            rec = rec.with_(**changes)
+        self._leases_moved()
+        self._note_lease(rec)
+        return PowerChange(rec, memory=saved, reason=reason)
+
+    async def start(self, ref: str) -> PowerChange:
+        """Start a stopped sandbox, restoring its memory when it was saved."""
+        rec = await self.resolve(ref)
+        async with self.lock(rec.id):
+            rec = await self.check_usable(await self.refresh(rec))
+            if rec.status == "running":
+                return PowerChange(rec, memory=True, changed=False)
+            change = await self.resume(rec)
+        self._note_lease(change.rec)
+        return change
+
+    async def resume(self, rec: SandboxRecord) -> PowerChange:
+        """Start `rec` (stopped; its lock held): from its checkpoint when there is one."""
+        assert rec.container_id is not None
+        await self._agents.drop(rec.id)
+        if rec.checkpoint is not None:
+            reason = await self.memory.restore(rec, rec.checkpoint)
+        else:
+            reason = "it was stopped without its memory"
+            await self._engine.start(rec.container_id)
+        now = self.clock.now()
+        changes = {"status": "running", "checkpoint": None, "stopped_at": None, "last_used_at": now}
+        await self._table.update(rec.id, **changes)
+        self._last_used[rec.id] = now
+        self._leases_moved()
+        return PowerChange(rec.with_(**changes), memory=reason is None, reason=reason)
+
+    async def check_usable(self, rec: SandboxRecord) -> SandboxRecord:
+        if rec.status == "lost":
+            raise SandboxLost(
+                f"sandbox {rec.id}{f' ({rec.name})' if rec.name else ''} was lost: its container was "
+                "removed outside Corral, and its files are gone. delete_sandbox it and create a new one."
+            )
+        if rec.status == "creating" or rec.container_id is None:
+            raise SandboxBusy(f"sandbox {rec.id} is still being created; try again in a moment")
         return rec
 
     # -- status -----------------------------------------------------------------------------------
 
-    async def _refresh(self, rec: SandboxRecord) -> SandboxRecord:
+    async def refresh(self, rec: SandboxRecord) -> SandboxRecord:
         if rec.container_id is None or rec.status == "creating":
             return rec
         info = await self._engine.inspect(rec.container_id)
@@ -243,7 +498,8 @@ class SandboxService:
             await self._table.update(sandbox_id, status=status)
 
     async def use(self, ref: str) -> SandboxRecord:
-        """Resolve and make ready: a stopped sandbox is started again; a lost one is an error.
+        """Resolve and make ready: a stopped sandbox is resumed (the call's notes say how); a lost
+        one is an error. Renews the idle lease.
 
         The fast path (a running sandbox with a live channel) costs one SQLite read: the engine's
         event stream keeps the status current, so no per-call inspect is needed.
@@ -251,29 +507,33 @@ class SandboxService:
         rec = await self.resolve(ref)
         if rec.status == "running" and self._agents.is_open(rec.id):
             return await self._touch(rec)
-        async with self._lock(rec.id):
-            rec = await self._refresh(rec)
-            if rec.status == "lost":
-                raise SandboxLost(
-                    f"sandbox {rec.id}{f' ({rec.name})' if rec.name else ''} was lost: its container was "
-                    "removed outside Corral, and its files are gone. delete_sandbox it and create a new one."
-                )
-            if rec.status == "creating":
-                raise SandboxBusy(f"sandbox {rec.id} is still being created; try again in a moment")
-            if rec.status == "stopped" and rec.container_id:
-                await self._agents.drop(rec.id)
-                await self._engine.start(rec.container_id)
-                await self._table.update(rec.id, status="running")
-                rec = rec.with_(status="running")
+        async with self.lock(rec.id):
+            rec = await self.check_usable(await self.refresh(rec))
+            if rec.status == "stopped":
+                change = await self.resume(rec)
+                rec = change.rec
+                notes.notice(resumed_notice(change))
             return await self._touch(rec)
 
     async def _touch(self, rec: SandboxRecord) -> SandboxRecord:
-        now = time.time()
-        # A commit per call would cost more than the call itself; minute precision is plenty.
-        if now - rec.last_used_at > 60:
+        now = self.clock.now()
+        self._last_used[rec.id] = now
+        # A commit per call would cost more than the call itself: SQLite gets the time when it is
+        # a tenth of the idle lease (at most a minute) old, which is all the reaper needs.
+        precision = min(60.0, (rec.idle_stop_after or 600.0) / 10)
+        if now - rec.last_used_at > precision:
             await self._table.update(rec.id, last_used_at=now)
-            return rec.with_(last_used_at=now)
+            rec = rec.with_(last_used_at=now)
+        self._note_lease(rec)
         return rec
+
+    def active(self, sandbox_id: str) -> bool:
+        """Whether a call is running in the sandbox now."""
+        return self._inflight.get(sandbox_id, 0) > 0
+
+    def renew(self, rec: SandboxRecord) -> None:
+        """Start the idle lease again from now (the sandbox was busy at its deadline)."""
+        self._last_used[rec.id] = self.clock.now()
 
     async def request(
         self,
@@ -286,7 +546,12 @@ class SandboxService:
     ) -> dict[str, Any]:
         """Send one request to the sandbox's agent (connecting or reconnecting as needed)."""
         rec = await self.use(ref)
-        return await self._agents.request(rec, op, params, timeout=timeout, on_event=on_event)
+        self._inflight[rec.id] = self._inflight.get(rec.id, 0) + 1
+        try:
+            return await self._agents.request(rec, op, params, timeout=timeout, on_event=on_event)
+        finally:
+            self._inflight[rec.id] -= 1
+            self._last_used[rec.id] = self.clock.now()
 
     def agent_started(self, sandbox_id: str) -> float | None:
         """When the sandbox's agent daemon started (from its hello), if connected: tells a
@@ -296,54 +561,23 @@ class SandboxService:
     # -- reconciliation -----------------------------------------------------------------------------
 
     async def reconcile(self, *, dry_run: bool = False) -> dict[str, list[str]]:
-        """Bring SQLite in line with the engine after a (re)start. Returns what changed, for the log.
-        With `dry_run`, only reports: nothing is written."""
-        containers = {
-            c.labels.get(LABEL_SANDBOX, ""): c for c in await self._engine.list_labeled(self._containers.owner_filter)
-        }
-        containers.pop("", None)  # helpers carry no sandbox label
-        report: dict[str, list[str]] = {"running": [], "stopped": [], "lost": [], "orphans": []}
-        for rec in await self._table.list():
-            info = containers.pop(rec.id, None)
-            if rec.status == "creating" and info is None:
-                # A create that died half-way: nothing to keep.
-                if not dry_run:
-                    await self._table.delete(rec.id)
-                continue
-            status = "lost" if info is None else ("running" if info.running else "stopped")
-            if not dry_run:
-                if info is not None and rec.container_id != info.id:
-                    await self._table.update(rec.id, container_id=info.id)
-                if status != rec.status:
-                    await self._table.update(rec.id, status=status)
-            report[status].append(rec.id)
-        self.orphans = [c.id for c in containers.values()]
-        report["orphans"] = [c.name for c in containers.values()]
-        if report["lost"]:
-            log.warning("sandboxes lost (container gone): %s", ", ".join(report["lost"]))
-        if report["orphans"]:
-            log.warning(
-                "containers with Corral labels but no record (run `corral gc`): %s", ", ".join(report["orphans"])
-            )
-        return report
+        """Bring SQLite in line with the engine after a (re)start (service/reconcile.py)."""
+        return await self._reconciler.reconcile(dry_run=dry_run)
 
     async def gc(self) -> list[str]:
         """Remove containers that carry this data dir's labels but have no sandbox record."""
-        report = await self.reconcile()
-        removed = []
-        for container_id, name in zip(self.orphans, report["orphans"], strict=True):
-            await self._engine.remove(container_id)
-            removed.append(name)
-        self.orphans = []
-        return removed
+        return await self._reconciler.gc()
+
+
+def resumed_notice(change: PowerChange) -> str:
+    rec = change.rec
+    if change.memory:
+        return f"sandbox {rec.id} was stopped and has been resumed with its memory (variables and processes kept)"
+    return (
+        f"sandbox {rec.id} was stopped and has been resumed without its memory ({change.reason}): files are "
+        "kept; interpreter variables and background processes are gone (state_lost)"
+    )
 
 
 def _name_taken(name: str) -> str:
     return f"a sandbox named {name!r} already exists; pick another name or use it"
-
-
-def _check_cpus(cpus: float) -> float:
-    top = float(os.cpu_count() or 1)
-    if not 0.1 <= cpus <= top:
-        raise InvalidRequest(f"cpus must be between 0.1 and {top:g} on this server (got {cpus:g})")
-    return float(cpus)

@@ -11,11 +11,12 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from corral.errors import InvalidRequest
-from corral.tools import core, files, git, interpreter, processes
+from corral.tools import core, files, git, interpreter, lifecycle, processes
 from corral.tools._base import ToolSpec, audited
 
 GROUPS: dict[str, list[ToolSpec]] = {
     "core": core.TOOLS,
+    "lifecycle": lifecycle.TOOLS,
     "interpreter": interpreter.TOOLS,
     "files": files.TOOLS,
     "processes": processes.TOOLS,

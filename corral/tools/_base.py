@@ -16,7 +16,8 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from corral.errors import CorralError
-from corral.service import Services
+from corral.service import Services, notes
+from corral.tools._notes import annotate
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         started = time.perf_counter()
         outcome, detail = "ok", None
         try:
-            return await fn(*args, **kwargs)
+            with notes.collecting() as collected:
+                result = await fn(*args, **kwargs)
+            return annotate(result, collected)  # type: ignore[no-any-return]
         except CorralError as exc:
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"
             raise ToolError(str(exc)) from exc

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
+from corral.errors import InvalidRequest
+from corral.service.metrics import line
 from corral.service.models import ExecResult, SandboxInfo
 from corral.tools._base import SandboxRef, ToolSpec, progress, services
+
+if TYPE_CHECKING:
+    from corral.sandbox_backend.store import SandboxRecord
 
 Timeout = Annotated[
     float | None,
@@ -26,37 +31,78 @@ class Deleted(BaseModel):
     deleted: bool
 
 
+def info(ctx: Context, rec: SandboxRecord, metrics: str | None = None) -> SandboxInfo:
+    return SandboxInfo.from_record(rec, services(ctx).sandboxes.lease(rec), metrics)
+
+
+def connection_key(ctx: Context) -> str:
+    """A key for the client connection of this call, and its end deleting the sandboxes made
+    ephemeral through it (the connection's exit stack runs when it closes: stdio exit, HTTP
+    session end or expiry)."""
+    connection = getattr(ctx.request_context.session, "_connection", None)
+    stack = getattr(connection, "exit_stack", None)
+    state = getattr(connection, "state", None)
+    if stack is None or not isinstance(state, dict):
+        raise InvalidRequest("ephemeral=true is not available here: this connection has no end Corral can see")
+    key = state.get("corral.session")
+    if key is None:
+        key = state["corral.session"] = f"c{id(connection):x}"
+        sandboxes = services(ctx).sandboxes
+        stack.push_async_callback(sandboxes.end_session, sandboxes.session_id(key))
+    return str(key)
+
+
 async def create_sandbox(
     ctx: Context,
-    name: Annotated[
-        str | None, Field(description="Optional unique name (a-z, 0-9, _.-) to use instead of the id.")
+    name: Annotated[str | None, Field(description="Unique name (a-z, 0-9, _.-), usable instead of the id.")] = None,
+    image: Annotated[str | None, Field(description="Default: Corral's (python3, node, git).")] = None,
+    memory_mb: Annotated[int | None, Field(description="Default 1024.")] = None,
+    cpus: Annotated[float | None, Field(description="Default 1.")] = None,
+    labels: Annotated[dict[str, str] | None, Field(description="To find it later.")] = None,
+    env: Annotated[dict[str, str] | None, Field(description="For every command, interpreter, process.")] = None,
+    idle_stop_after: Annotated[
+        float | None, Field(description="Seconds without calls before it stops (memory kept); 0 = never.")
     ] = None,
-    image: Annotated[
-        str | None,
-        Field(description="Container image; default: Corral's image (python3, node, git, matplotlib)."),
-    ] = None,
-    memory_mb: Annotated[int | None, Field(description="Memory limit in MiB (default 1024).")] = None,
-    cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,
-    labels: Annotated[dict[str, str] | None, Field(description="Free-form labels to find it later.")] = None,
+    delete_after: Annotated[float | None, Field(description="Seconds until it is deleted; 0 = never.")] = None,
+    ephemeral: Annotated[bool, Field(description="Delete it when this client disconnects.")] = False,
 ) -> SandboxInfo:
     """Create a new isolated Linux sandbox (a gVisor container) and return its id.
 
     Use it once per task and reuse the id for every later call: files, installed packages and
     interpreter state persist in it across calls and server restarts until you delete it.
-    No network access; runs as a non-root user in /workspace. Takes about a second.
+    No network access; runs as a non-root user in /workspace. Values over the server's limits are
+    clamped (see `notices`).
     """
-    rec = await services(ctx).sandboxes.create(name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels)
-    return SandboxInfo.from_record(rec)
+    svc = services(ctx).sandboxes
+    rec = await svc.create(
+        name=name,
+        image=image,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        labels=labels,
+        env=env,
+        idle_stop_after=idle_stop_after,
+        delete_after=delete_after,
+        ephemeral=ephemeral,
+        session=svc.session_id(connection_key(ctx)) if ephemeral else None,
+    )
+    return info(ctx, rec)
 
 
-async def list_sandboxes(ctx: Context) -> SandboxList:
-    """List all sandboxes with their id, name, status and limits."""
-    return SandboxList(sandboxes=[SandboxInfo.from_record(r) for r in await services(ctx).sandboxes.list_all()])
+async def list_sandboxes(
+    ctx: Context,
+    labels: Annotated[dict[str, str] | None, Field(description="Only sandboxes with all these labels.")] = None,
+) -> SandboxList:
+    """List sandboxes with their id, name, status and limits."""
+    return SandboxList(sandboxes=[info(ctx, r) for r in await services(ctx).sandboxes.list_all(labels)])
 
 
 async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
-    """Show one sandbox: status (running/stopped/lost), image, isolation runtime and limits."""
-    return SandboxInfo.from_record(await services(ctx).sandboxes.get(sandbox))
+    """Show one sandbox: status, image, limits, lifetimes and a line of current metrics."""
+    app = services(ctx)
+    rec = await app.sandboxes.get(sandbox)
+    metrics = line(await app.metrics.of(rec.id)) if rec.status == "running" else None
+    return info(ctx, rec, metrics)
 
 
 async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:

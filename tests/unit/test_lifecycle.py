@@ -61,22 +61,29 @@ async def test_create_starts_a_labelled_container_and_records_it(services: Servi
     assert container.spec.labels[LABEL_SANDBOX] == rec.id
     assert container.spec.labels[LABEL_OWNER] == home_label(services.settings)
     assert container.spec.network is None and container.spec.user == "1000:1000"
-    assert "/" in container.files  # the writable /workspace, added before start
+    assert container.files == {}  # Corral's image has a writable /workspace: nothing to copy in first
     stored = await services.sandboxes.get("box")
     assert (stored.id, stored.status, stored.labels) == (rec.id, "running", {"team": "a"})
+
+
+async def test_another_image_gets_a_writable_workspace_before_start(services: Services, engine: FakeEngine) -> None:
+    engine.pullable.add("python:3.12-slim")
+    rec = await services.sandboxes.create(image="python:3.12-slim")
+    assert "/" in engine.containers[container_of(engine, rec)].files
 
 
 @pytest.mark.parametrize("failing", ["create_container", "put_archive", "start", "open_exec_stream"])
 async def test_a_create_that_fails_half_way_leaves_nothing_behind(
     services: Services, engine: FakeEngine, failing: str
 ) -> None:
+    engine.pullable.add("python:3.12-slim")  # an image that needs a /workspace copied in (put_archive)
     engine.fail_next(failing, BackendError(f"{failing}: Docker refused: boom"))
     with pytest.raises(BackendError, match="boom"):
-        await services.sandboxes.create(name="half")
+        await services.sandboxes.create(name="half", image="python:3.12-slim")
     assert engine.containers == {}
     assert await services.sandboxes.list_all() == []
     # The name is free again.
-    assert (await services.sandboxes.create(name="half")).name == "half"
+    assert (await services.sandboxes.create(name="half", image="python:3.12-slim")).name == "half"
 
 
 async def test_concurrent_creates_with_one_name_give_one_sandbox_and_clear_errors(services: Services) -> None:
@@ -244,7 +251,10 @@ async def test_tools_over_mcp_against_the_fake_engine(settings: Settings) -> Non
         created = await call_ok(client, "create_sandbox", name="mcp-box", memory_mb=256)
         assert created["memory_mb"] == 256 and created["isolation"] == "gvisor"
         assert [s["id"] for s in (await call_ok(client, "list_sandboxes"))["sandboxes"]] == [created["id"]]
-        assert "memory_mb must be between 64" in await call_error(client, "create_sandbox", memory_mb=1)
+        clamped = await call_ok(client, "create_sandbox", memory_mb=1)
+        assert clamped["memory_mb"] == 64 and clamped["notices"] == ["memory_mb: asked 1, set 64 (the minimum)"]
+        assert "memory_mb must be a positive number" in await call_error(client, "create_sandbox", memory_mb=-5)
+        await call_ok(client, "delete_sandbox", sandbox=clamped["id"])
         assert "invalid sandbox name" in await call_error(client, "create_sandbox", name="Bad Name!")
         assert (await call_ok(client, "delete_sandbox", sandbox="mcp-box"))["deleted"] is True
         assert "no sandbox with id or name 'mcp-box'" in await call_error(client, "get_sandbox", sandbox="mcp-box")

@@ -11,8 +11,9 @@ from pathlib import Path
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.pool import PoolTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import AuditEntry, PoolRecord, PortRecord, ProcessRecord, SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 
 
@@ -24,6 +25,7 @@ class Store:
         self.ports = PortTable(db)
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
+        self.pool = PoolTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -43,6 +45,7 @@ class Store:
 
 __all__ = [
     "AuditEntry",
+    "PoolRecord",
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",

@@ -23,6 +23,14 @@ class ContextTable:
             )
         return float(row[0]) if row else None
 
+    async def copy(self, source_id: str, target_id: str) -> None:
+        """Give a fork the contexts of its source (same daemon, same memory)."""
+        await self._db.execute(
+            "INSERT OR REPLACE INTO contexts "
+            "SELECT ?, language, name, agent_started FROM contexts WHERE sandbox_id = ?",
+            (target_id, source_id),
+        )
+
     async def forget(self, sandbox_id: str, language: str | None = None, name: str | None = None) -> None:
         if language is None or name is None:
             await self._db.execute("DELETE FROM contexts WHERE sandbox_id = ?", (sandbox_id,))

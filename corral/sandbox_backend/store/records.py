@@ -21,9 +21,30 @@ class SandboxRecord:
     created_at: float
     last_used_at: float
     labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    idle_stop_after: float | None = None  # seconds; None = never stopped for idleness
+    delete_after: float | None = None  # seconds after creation; None = kept until deleted
+    expires_at: float | None = None
+    ephemeral: bool = False
+    session: str | None = None  # the client connection an ephemeral sandbox belongs to
+    checkpoint: str | None = None  # memory checkpoint the next start restores
+    stopped_at: float | None = None
+    forked_from: str | None = None
 
     def with_(self, **changes: Any) -> SandboxRecord:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """A warm sandbox of the default spec; `sandbox_id` is the id it gets when handed over."""
+
+    sandbox_id: str
+    container_id: str | None
+    spec: str
+    instance_id: str
+    ready: bool
+    created_at: float
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.records import SandboxRecord
 from corral.sandbox_backend.store.rows import RowCodec
 
-_ROWS = RowCodec(SandboxRecord)
+SANDBOX_ROWS = _ROWS = RowCodec(SandboxRecord)
 
 
 class SandboxTable:
