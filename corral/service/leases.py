@@ -51,6 +51,6 @@ def expiry_warning(rec: SandboxRecord, now: float) -> str | None:
 def _span(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
+    if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from corral.errors import InvalidRequest
@@ -36,12 +37,19 @@ def info(ctx: Context, rec: SandboxRecord, metrics: str | None = None) -> Sandbo
 
 
 def connection_key(ctx: Context) -> str:
-    """A key for the client connection of this call, and its end deleting the sandboxes made
-    ephemeral through it (the connection's exit stack runs when it closes: stdio exit, HTTP
-    session end or expiry)."""
+    """What an ephemeral sandbox belongs to: the client connection of this call, whose end
+    (stdio exit, HTTP session end or expiry, SSE disconnect) deletes it through the connection's
+    exit stack. A 2026-era client has no connection beyond one request: over stdio the server
+    process is its connection (its end deletes the sandbox); over HTTP there is none to see."""
     connection = getattr(ctx.request_context.session, "_connection", None)
-    stack = getattr(connection, "exit_stack", None)
-    state = getattr(connection, "state", None)
+    stack, state = getattr(connection, "exit_stack", None), getattr(connection, "state", None)
+    if ctx.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if ctx.request_context.request is not None:  # an HTTP request: nothing outlives it
+            raise InvalidRequest(
+                "ephemeral=true needs a client connection, and this client's HTTP requests have none; "
+                "use delete_after to bound the sandbox's life instead"
+            )
+        return ""  # the server process: its end deletes the sandbox
     if stack is None or not isinstance(state, dict):
         raise InvalidRequest("ephemeral=true is not available here: this connection has no end Corral can see")
     key = state.get("corral.session")
