@@ -41,12 +41,14 @@ class Ctx:
     image: str
     home_inproc: Path
     home_stdio: Path
+    home_pool: Path
     bench_labels: dict[str, str]  # for containers the bench makes itself (baselines, llm-sandbox)
     only: frozenset[str]
     client: Client | None = None
     sandbox: str | None = None
     container: Any = None
     conc_sandboxes: list[str] = field(default_factory=list)
+    pool_memory: tuple[int, Summary, float] | None = None  # (members, cgroup bytes, host PSS bytes)
 
 
 def versus(this_ms: float, base_ms: float) -> str:
@@ -476,6 +478,10 @@ async def bench_memory(ctx: Ctx) -> None:
         key = "corral" if label.startswith("Corral") else "bare"
         res.extra[f"memory.{key}.cgroup_mib"] = cg.mean / (1024 * 1024)
         res.extra[f"memory.{key}.pss_mib"] = pss / (1024 * 1024)
+    if ctx.pool_memory is not None:
+        count, cg, pss = ctx.pool_memory
+        table.add("Corral pool member, idle (agent + warm Python context)", str(count), mib(cg.mean), mib(cg.p50),
+                  mib(cg.max), mib(pss), "", "")
 
 
 # -- the phase ----------------------------------------------------------------------------------------------
@@ -486,8 +492,16 @@ STEPS: list[tuple[str, str, Callable[[Ctx], Awaitable[None]]]] = [
     ("create", "create_sandbox (cold)", bench_create),
     ("state", "10-call stateful session", bench_state),
     ("concurrency", "N sandboxes at once", bench_concurrency),
+    ("pool", "create from the warm pool", lambda ctx: _lifecycle().bench_pool(ctx)),
+    ("power", "stop / start with memory, fork", lambda ctx: _lifecycle().bench_power(ctx)),
     ("memory", "idle memory per sandbox", bench_memory),
 ]
+
+
+def _lifecycle() -> Any:
+    from bench import lifecycle_bench  # imports this module
+
+    return lifecycle_bench
 
 
 async def corral_phase(ctx: Ctx) -> None:

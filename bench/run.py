@@ -33,7 +33,7 @@ from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, RUNTIME_GVISOR, Settin
 from corral.service.containers import home_label
 
 HERE = Path(__file__).resolve().parent
-ALL = ("rtt", "files", "create", "state", "concurrency", "memory", "llm")
+ALL = ("rtt", "files", "create", "state", "concurrency", "pool", "power", "memory", "llm")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,6 +125,7 @@ def evaluate(results: Results) -> None:
                 )
     elif "llm" in results.tables or any("llm-sandbox" in f for f in results.failures):
         checks.append(Check("print(1) per call vs llm-sandbox", "≥ 10x faster", "not measured (see failures)", None))
+    lifecycle_checks(results)
     corral_state, llm_state = s.get("state.corral.call"), s.get("state.llm.call")
     if corral_state and llm_state:
         r = llm_state.p50 / corral_state.p50
@@ -136,6 +137,31 @@ def evaluate(results: Results) -> None:
                 r >= 10,
             )
         )
+
+
+def lifecycle_checks(results: Results) -> None:
+    """Issue 10's targets: the warm pool, the cold path, idle memory."""
+    s, extra, checks = results.summaries, results.extra, results.checks
+    pool, first, docker_run = s.get("pool.create"), s.get("pool.first"), s.get("pool.docker")
+    if pool and docker_run:
+        checks.append(Check("create_sandbox p50 with the pool, MCP tool level", "≤ 50 ms", f"{ms(pool.p50)} ms",
+                            pool.p50 <= 50))
+        share = pool.p50 / docker_run.p50
+        checks.append(Check("create_sandbox p50 with the pool vs bare docker run -d", "≤ 0.15x",
+                            f"{share:.2f}x ({ms(pool.p50)} ms vs {ms(docker_run.p50)} ms)", share <= 0.15))
+    if first:
+        checks.append(Check("create_sandbox + first run_code('print(1)') p50 with the pool", "≤ 80 ms",
+                            f"{ms(first.p50)} ms", first.p50 <= 80))
+    cold, bare = s.get("create.corral"), s.get("create.docker")
+    if cold and bare:
+        share = cold.p50 / bare.p50
+        checks.append(Check("cold create_sandbox p50 vs bare docker run -d", "≤ 1.5x",
+                            f"{share:.2f}x ({ms(cold.p50)} ms vs {ms(bare.p50)} ms)", share <= 1.5))
+    for key, what in (("pool", "pooled"), ("corral", "idle (agent + Python context)")):
+        value = extra.get(f"memory.{key}.cgroup_mib")
+        if value is not None:
+            checks.append(Check(f"idle memory per {what} sandbox, cgroup", "≤ 40 MiB", f"{value:.1f} MiB",
+                                value <= 40))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
-    home_inproc, home_stdio = root / "home-inproc", root / "home-stdio"
-    home_inproc.mkdir()
-    home_stdio.mkdir()
-    owners = [home_label(Settings(home=h)) for h in (home_inproc, home_stdio, root)]
+    home_inproc, home_stdio, home_pool = root / "home-inproc", root / "home-stdio", root / "home-pool"
+    for home in (home_inproc, home_stdio, home_pool):
+        home.mkdir()
+    owners = [home_label(Settings(home=h)) for h in (home_inproc, home_stdio, root, home_pool)]
     ctx = Ctx(
         cfg=cfg,
         results=results,
@@ -164,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         image=args.image,
         home_inproc=home_inproc,
         home_stdio=home_stdio,
+        home_pool=home_pool,
         bench_labels={f"{LABEL_NAMESPACE}.owner": owners[2], f"{LABEL_NAMESPACE}.bench": "true"},
         only=args.only,
     )
