@@ -76,6 +76,7 @@ class Settings:
     limits: Limits = Limits()
     exec: ExecPolicy = ExecPolicy()
     max_sandboxes: int = 50
+    max_snapshots: int = 20
     runtime: str = RUNTIME_GVISOR
     # Running without gVisor must be asked for by name; it is shown on every sandbox it affects.
     unsafe_runc: bool = False
@@ -132,6 +133,7 @@ class Settings:
             pool_size=env_number("CORRAL_POOL_SIZE", 2, int, low=0),
             exec=policy,
             max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
+            max_snapshots=env_number("CORRAL_MAX_SNAPSHOTS", 20, int, low=0),
             docker_url=env.get("DOCKER_HOST"),
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
             git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),

@@ -21,14 +21,16 @@ def run(args: argparse.Namespace) -> int:
 
     log_to_stderr("WARNING")
 
-    async def collect() -> list[str]:
+    async def collect() -> tuple[list[str], list[str]]:
         # A live server may use this data dir: start nothing, restore nothing; a dry run writes nothing.
         async with open_services(settings_from(args), serve=False, read_only=args.dry_run) as services:
             if args.dry_run:
-                return (await services.sandboxes.reconcile(dry_run=True))["orphans"]
-            return await services.sandboxes.gc()
+                containers = (await services.sandboxes.reconcile(dry_run=True))["orphans"]
+                return containers, await services.snapshots.unrecorded_images()
+            return await services.sandboxes.gc(), await services.snapshots.gc()
 
-    names = anyio.run(collect)
+    names, images = anyio.run(collect)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(names)} orphaned container(s)" + (": " + ", ".join(names) if names else ""))
+    print(f"{verb} {len(images)} unrecorded image(s)" + (": " + ", ".join(images) if images else ""))
     return 0

@@ -31,6 +31,7 @@ from corral.service.ports import Ports
 from corral.service.processes import Processes
 from corral.service.reaper import Reaper
 from corral.service.sandboxes import SandboxService, new_sandbox_id
+from corral.service.snapshots import Snapshots
 from corral.service.supervisor import supervise
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Services:
     audit: Auditor
     forks: Forks
     metrics: Metrics
+    snapshots: Snapshots
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -93,6 +95,7 @@ async def open_services(
                 audit=Auditor(store.audit),
                 forks=Forks(sandboxes, engine, containers),
                 metrics=Metrics(sandboxes, engine),
+                snapshots=Snapshots(sandboxes, engine, containers, store.snapshots, settings.max_snapshots),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)

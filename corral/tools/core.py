@@ -73,6 +73,7 @@ async def create_sandbox(
     ] = None,
     delete_after: Annotated[float | None, Field(description="Seconds until it is deleted; 0 = never.")] = None,
     ephemeral: Annotated[bool, Field(description="Delete it when this client disconnects.")] = False,
+    from_snapshot: Annotated[str | None, Field(description="Start from this snapshot's files.")] = None,
 ) -> SandboxInfo:
     """Create a new isolated Linux sandbox (a gVisor container) and return its id.
 
@@ -81,7 +82,12 @@ async def create_sandbox(
     No network access; runs as a non-root user in /workspace. Values over the server's limits are
     clamped (see `notices`).
     """
-    svc = services(ctx).sandboxes
+    app = services(ctx)
+    svc = app.sandboxes
+    if from_snapshot is not None:
+        if image is not None:
+            raise InvalidRequest("give image or from_snapshot, not both: a snapshot brings its own image")
+        image = (await app.snapshots.get(from_snapshot)).image
     rec = await svc.create(
         name=name,
         image=image,

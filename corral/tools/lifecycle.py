@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from corral.service.metrics import SandboxMetrics
 from corral.service.models import SandboxInfo
+from corral.service.snapshots import SnapshotInfo, snapshot_info
 from corral.tools._base import SandboxRef, ToolSpec, services
 from corral.tools.core import info
 
@@ -79,10 +80,34 @@ async def sandbox_metrics(ctx: Context, sandbox: SandboxRef) -> SandboxMetrics:
     return await services(ctx).metrics.of(sandbox)
 
 
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotInfo]
+
+
+async def snapshot_sandbox(
+    ctx: Context, sandbox: SandboxRef, name: Annotated[str, Field(description="a-z, 0-9, _.-")]
+) -> SnapshotInfo:
+    """Save a sandbox's files as a snapshot; create_sandbox(from_snapshot=name) starts new ones from it."""
+    return snapshot_info(await services(ctx).snapshots.take(sandbox, name))
+
+
+async def list_snapshots(ctx: Context) -> SnapshotList:
+    """List snapshots."""
+    return SnapshotList(snapshots=[snapshot_info(r) for r in await services(ctx).snapshots.all()])
+
+
+async def delete_snapshot(ctx: Context, name: Annotated[str, Field(description="Snapshot name.")]) -> SnapshotInfo:
+    """Delete a snapshot (refused while a sandbox runs from it)."""
+    return snapshot_info(await services(ctx).snapshots.delete(name))
+
+
 TOOLS: list[ToolSpec] = [
     ToolSpec(stop_sandbox, "Stop sandbox", idempotent=True),
     ToolSpec(start_sandbox, "Start sandbox", idempotent=True),
     ToolSpec(fork_sandbox, "Fork sandbox"),
     ToolSpec(update_sandbox, "Update sandbox", idempotent=True),
     ToolSpec(sandbox_metrics, "Sandbox metrics", read_only=True),
+    ToolSpec(snapshot_sandbox, "Snapshot sandbox"),
+    ToolSpec(list_snapshots, "List snapshots", read_only=True, idempotent=True),
+    ToolSpec(delete_snapshot, "Delete snapshot", destructive=True),
 ]

@@ -201,3 +201,29 @@ async def test_the_reaper_stops_an_idle_sandbox_with_its_memory(home: Path) -> N
         value, _ = await services.execution.run_code(rec.id, "y * 6")
         assert value.value == "42" and value.state_lost is False
         await services.sandboxes.delete(rec.id)
+
+
+async def test_a_snapshot_gives_new_sandboxes_its_files_and_leaves_the_base_image(
+    client: Client, own: list[str]
+) -> None:
+    engine = docker.from_env()
+    base_before = engine.images.get("corral/sandbox:2").id
+    source = (await call_ok(client, "create_sandbox"))["id"]
+    own.append(source)
+    await call_ok(client, "write_file", sandbox=source, path="data/model.txt", content="trained")
+    await call_ok(client, "snapshot_sandbox", sandbox=source, name="trained-v1")
+    try:
+        child = (await call_ok(client, "create_sandbox", from_snapshot="trained-v1"))["id"]
+        own.append(child)
+        assert (await call_ok(client, "read_file", sandbox=child, path="data/model.txt"))["content"] == "trained"
+        fresh = (await call_ok(client, "create_sandbox"))["id"]
+        own.append(fresh)
+        listing = await call_ok(client, "run_command", sandbox=fresh, command="ls /workspace/data 2>&1 || true")
+        assert "No such file" in listing["stdout"]
+        assert engine.images.get("corral/sandbox:2").id == base_before
+    finally:
+        for sandbox in own[1:]:
+            await client.call_tool("delete_sandbox", {"sandbox": sandbox})
+        del own[1:]
+        await call_ok(client, "delete_snapshot", name="trained-v1")
+        engine.close()

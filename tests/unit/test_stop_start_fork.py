@@ -15,7 +15,7 @@ from mcp import Client
 from corral.config import Limits, Settings
 from corral.errors import CheckpointUnavailable, InvalidRequest, SandboxBusy
 from corral.sandbox_backend.fake import FakeEngine
-from corral.sandbox_backend.store import ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store import ProcessRecord, SandboxRecord, Store
 from corral.server import build_server
 from corral.service import Services, open_services
 from corral.service.forks import fork_image
@@ -204,3 +204,33 @@ async def test_labels_filter_the_list_and_update_merges_them(services: Services)
     assert updated.labels == {"team": "a", "owner": "me"}
     assert [r.id for r in await services.sandboxes.list_all({"owner": "me", "team": "a"})] == [a.id]
     assert await services.sandboxes.list_all({"team": "c"}) == []
+
+
+async def test_snapshots_make_sandboxes_are_recorded_limited_and_collected(tmp_path: Path) -> None:
+    engine = FakeEngine(agent_ops=idle_ops())
+    settings = Settings(home=tmp_path, max_snapshots=1)
+    async with Client(build_server(settings, engine=engine), raise_exceptions=False) as client:
+        source = await call_ok(client, "create_sandbox", name="origin")
+        snap = await call_ok(client, "snapshot_sandbox", sandbox="origin", name="v1")
+        assert (snap["name"], snap["sandbox"], snap["base_image"]) == ("v1", source["id"], "corral/sandbox:2")
+        assert "already exists" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v1")
+        assert "at most 1 snapshots" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v2")
+        child = await call_ok(client, "create_sandbox", from_snapshot="v1")
+        assert child["image"].endswith(":v1") and "corral/sandbox:2" in engine.images  # the base is untouched
+        refused = await call_error(client, "delete_snapshot", name="v1")
+        assert f"in use by sandbox(es) {child['id']}" in refused
+        assert "no snapshot named 'v9'" in await call_error(client, "create_sandbox", from_snapshot="v9")
+        await call_ok(client, "delete_sandbox", sandbox=child["id"])
+        assert (await call_ok(client, "delete_snapshot", name="v1"))["name"] == "v1"
+        assert (await call_ok(client, "list_snapshots"))["snapshots"] == []
+        assert child["image"] not in engine.images
+        # An image nothing records (its server died before recording it) goes at the next gc.
+        await call_ok(client, "snapshot_sandbox", sandbox="origin", name="v3")
+    store = await Store.open(settings.db_path)
+    try:
+        await store.snapshots.delete("v3")
+    finally:
+        await store.close()
+    async with open_services(settings, engine=engine, serve=False) as services:
+        [tag] = await services.snapshots.gc()
+    assert tag.endswith(":v3") and tag not in engine.images

@@ -13,8 +13,16 @@ from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.pool import PoolTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import AuditEntry, PoolRecord, PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import (
+    AuditEntry,
+    PoolRecord,
+    PortRecord,
+    ProcessRecord,
+    SandboxRecord,
+    SnapshotRecord,
+)
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.sandbox_backend.store.snapshots import SnapshotTable
 
 
 class Store:
@@ -26,6 +34,7 @@ class Store:
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
         self.pool = PoolTable(db)
+        self.snapshots = SnapshotTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -49,5 +58,6 @@ __all__ = [
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",
+    "SnapshotRecord",
     "Store",
 ]

@@ -86,3 +86,16 @@ class PortRecord:
     host: str
     host_port: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A sandbox's file system saved as the local image `image` (tag), `image_id` its digest."""
+
+    name: str
+    image: str
+    image_id: str
+    sandbox_id: str
+    base_image: str
+    size_bytes: int
+    created_at: float
