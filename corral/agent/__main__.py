@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 
 USAGE = (
-    "usage: <agent> [relay | daemon | start-daemon | serve-stdio | tcp-relay HOST PORT | proc-waiter DIR | fs-scan"
-    " | version]"
+    "usage: <agent> [relay | daemon | serve-stdio | tcp-relay HOST PORT | proc-waiter DIR | fs-scan | version]"
 )
 
 
@@ -24,10 +23,6 @@ def main(argv: list[str]) -> int:
         from .daemon import daemon_main
 
         return daemon_main()
-    if mode == "start-daemon" and len(argv) == 1:
-        from .relay import start_daemon_main
-
-        return start_daemon_main()
     if mode == "serve-stdio" and len(argv) == 1:
         from .daemon import serve_stdio_main
 

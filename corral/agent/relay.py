@@ -33,15 +33,6 @@ def relay_main() -> int:
     return 0
 
 
-def start_daemon_main() -> int:
-    """Start the daemon unless one answers, without waiting for it (a container's command runs
-    this as it starts, so the daemon is up by the time the host's first relay connects)."""
-    directory = ensure_private_dir(agent_dir())
-    if probe_daemon(os.path.join(directory, "agent.sock"), timeout=1.0) is None:
-        spawn_daemon(directory)
-    return 0
-
-
 def connect_current_daemon(directory: str, path: str) -> socket.socket | None:
     hello = probe_daemon(path)
     if hello is not None and hello.get("version") != agent_version():

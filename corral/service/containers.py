@@ -11,8 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 
-from corral.agent.bundle import bootstrap_argv
-from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, SANDBOX_USER, WORKDIR, Settings
+from corral.config import LABEL_NAMESPACE, SANDBOX_USER, WORKDIR, Settings
 from corral.sandbox_backend.engine import ContainerSpec
 from corral.sandbox_backend.store import SandboxRecord
 
@@ -29,16 +28,6 @@ SANDBOX_ENV = {"HOME": WORKDIR, "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
 def home_label(settings: Settings) -> str:
     """Identifies which Corral data dir owns a container."""
     return hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
-
-
-def sandbox_command(image: str) -> tuple[str, ...]:
-    """What a sandbox's container runs: `sleep infinity`, and in Corral's own image (which has sh
-    and python3) the agent daemon started alongside, so it is ready by the time the host's first
-    relay arrives instead of being started by it (a cold create's largest cost)."""
-    if image != DEFAULT_IMAGE:
-        return ("sleep", "infinity")
-    start = bootstrap_argv("start-daemon")
-    return ("sh", "-c", '"$@" </dev/null >/dev/null 2>&1; exec sleep infinity', "sh", *start)
 
 
 class Containers:
@@ -89,7 +78,6 @@ class Containers:
             # The container's environment reaches every exec, so every command, interpreter and
             # background process the agent starts; the user's never replaces what the agent needs.
             env={**rec.env, **SANDBOX_ENV},
-            command=sandbox_command(rec.image),
         )
 
     def helper_spec(
