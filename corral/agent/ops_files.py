@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import stat
 from typing import Any
 
@@ -12,7 +11,7 @@ from .errors import Failure, bad_request, os_failure
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
-from .util import file_type, write_all
+from .util import file_type, token, write_all
 
 MAX_READ = 8 * 1024 * 1024  # base64 of this still fits in one frame
 DEFAULT_READ = 1024 * 1024
@@ -111,7 +110,7 @@ def replace_file(target: str, data: bytes, mode: int | None, umask: int) -> None
         except OSError:
             mode = 0o666 & ~umask
     directory, base = os.path.split(target)
-    temp = os.path.join(directory, f".{base[:100]}.corral-{secrets.token_hex(4)}.tmp")
+    temp = os.path.join(directory, f".{base[:100]}.corral-{token(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from .util import (
     read_line,
     start_thread,
     tail_of_file,
+    token,
     write_all,
     write_json_atomic,
 )
@@ -130,7 +130,7 @@ class ProcStore:
     def start(self, command: str, cwd: str, env: dict[str, str] | None) -> dict[str, Any]:
         ensure_private_dir(self.dir)
         while True:
-            proc_id = "p" + secrets.token_hex(5)
+            proc_id = "p" + token(5)
             try:
                 os.mkdir(self.path(proc_id), 0o700)
                 break
