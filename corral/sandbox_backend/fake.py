@@ -233,6 +233,10 @@ class FakeEngine:
         self._enter("image_exists", name)
         return name in self.images
 
+    async def list_images(self) -> set[str]:
+        self._enter("list_images")
+        return set(self.images)
+
     async def pull_image(self, name: str) -> None:
         self._enter("pull_image", name)
         if name not in self.pullable:
