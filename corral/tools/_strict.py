@@ -10,10 +10,12 @@ a secret) and, for unknown names, the valid ones.
 from __future__ import annotations
 
 import functools
-from typing import Any
+import types
+from typing import Any, Literal, Union, get_args, get_origin
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 _NEEDS = {
@@ -89,7 +91,39 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
         raise ToolError(f"{tool.name}: invalid arguments: {'; '.join(problems[:3])}{more}") from None
 
 
+def _takes_text(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if annotation is str:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_takes_text(a) for a in get_args(annotation))
+    if origin is Literal:
+        return any(isinstance(a, str) for a in get_args(annotation))
+    return False
+
+
+class _KeepText(FuncMetadata):
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        fields = self.arg_model.model_fields
+        text = {(f.alias or n) for n, f in fields.items() if _takes_text(f.annotation)}
+        parsed = super().pre_parse_json({k: v for k, v in data.items() if k not in text})
+        return {k: data[k] if k in text else parsed[k] for k in data}
+
+
 class StrictTool(Tool):
+    @classmethod
+    def from_function(cls, fn: Any, *args: Any, **kwargs: Any) -> StrictTool:
+        tool = super().from_function(fn, *args, **kwargs)
+        meta = tool.fn_metadata
+        tool.fn_metadata = _KeepText(
+            arg_model=meta.arg_model,
+            output_schema=meta.output_schema,
+            output_model=meta.output_model,
+            wrap_output=meta.wrap_output,
+        )
+        assert isinstance(tool, StrictTool)
+        return tool
+
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         check_arguments(self, arguments)
         return await super().run(arguments, context, convert_result=convert_result)

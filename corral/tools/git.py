@@ -31,8 +31,7 @@ Credentials = Annotated[
 RemoteArg = Annotated[str, Field(description="Remote name.")]
 HostArg = Annotated[
     str | None,
-    Field(description="Host the credentials are for, e.g. 'github.com' or 'http://git.local:8080' "
-          "(default: the host the repo was cloned from). A remote elsewhere is refused."),
+    Field(description="Host the credentials are for, e.g. 'github.com' (default: the one cloned from)."),
 ]
 PathsArg = Annotated[list[str] | None, Field(description="Limit to these files or directories (relative to repo).")]
 
