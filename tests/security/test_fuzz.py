@@ -157,6 +157,7 @@ class Pool:
 class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     tools: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=dict)
     bad: list[str] = field(default_factory=list)
     slowest: float = 0.0
 
@@ -176,7 +177,9 @@ async def call_once(client: Client, name: str, args: dict[str, Any], tally: Tall
         rejected = text.startswith((f"{name}: invalid arguments", f"{name}: unknown argument"))
         outcome = "crash" if crashed else "rejected arguments" if rejected else "error" if result.is_error else "ok"
         detail = text
-    tally.slowest = max(tally.slowest, time.monotonic() - started)
+    took = time.monotonic() - started
+    tally.slowest = max(tally.slowest, took)
+    tally.seconds[name] = tally.seconds.get(name, 0.0) + took
     tally.outcomes[outcome] += 1
     tally.tools[name] += 1
     if outcome in ("hang", "protocol error", "crash"):
@@ -251,6 +254,8 @@ def test_adversarial_tool_calls_never_crash_hang_or_lose_sandboxes(
         print(f"\nfuzz: {sum(tally.outcomes.values())} calls in {elapsed:.0f} s, slowest {tally.slowest:.1f} s; "
               f"outcomes {dict(tally.outcomes)}; sandboxes alive {alive}")
         print(f"fuzz: calls per tool {dict(sorted(tally.tools.items()))}")
+        costly = sorted(tally.seconds.items(), key=lambda item: -item[1])[:6]
+        print(f"fuzz: most time in {[(tool, round(spent, 1)) for tool, spent in costly]}")
         for line in tally.bad[:30]:
             print(f"fuzz: {line}")
     assert sum(tally.outcomes.values()) >= CALLS
