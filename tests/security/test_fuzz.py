@@ -11,6 +11,7 @@ server allows no private git destination, so nothing leaves this machine.
 
 from __future__ import annotations
 
+import posixpath
 import string
 import time
 from collections import Counter
@@ -140,6 +141,9 @@ def tool_calls(draw: st.DrawFn, tools: dict[str, dict[str, Any]], pool: Pool) ->
         args.pop(draw(st.sampled_from(sorted(required))), None)
     if hostile and draw(st.integers(0, 4)) == 0:
         args[draw(st.sampled_from(UNKNOWN) | NOISE)] = draw(WRONG | NOISE)
+    walks = name in ("find_files", "search_files") and isinstance(args.get("path"), str)
+    if walks and posixpath.normpath(posixpath.join("/workspace", args["path"].replace("\x00", ""))) == "/":
+        args["path"] = "/workspace"  # a walk of all of / under gVisor takes the tool's whole time budget
     if name == "delete_sandbox" and args.get("sandbox") in pool.sandboxes:
         args["sandbox"] = "sb-00000000"  # deleting the shared sandboxes is allowed, just not what we test
     return name, args
