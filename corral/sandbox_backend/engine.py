@@ -91,6 +91,10 @@ class Engine(Protocol):
 
     async def image_exists(self, name: str) -> bool: ...
 
+    async def list_images(self) -> set[str]:
+        """Every name (repo:tag and repo@digest) of every image present on the engine."""
+        ...
+
     async def pull_image(self, name: str) -> None: ...
 
     async def create_container(self, spec: ContainerSpec) -> str:

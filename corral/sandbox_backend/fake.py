@@ -171,6 +171,7 @@ class FakeEngine:
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
         self.calls: list[tuple[str, str]] = []
+        self.execs: list[tuple[list[str], dict[str, str]]] = []  # exec_collect's (argv, env)
         self.reachable = True
         self.closed = False
         self._failures: dict[str, list[CorralError]] = {}
@@ -231,6 +232,10 @@ class FakeEngine:
     async def image_exists(self, name: str) -> bool:
         self._enter("image_exists", name)
         return name in self.images
+
+    async def list_images(self) -> set[str]:
+        self._enter("list_images")
+        return set(self.images)
 
     async def pull_image(self, name: str) -> None:
         self._enter("pull_image", name)
@@ -305,6 +310,7 @@ class FakeEngine:
     ) -> ExecOutput:
         self._enter("exec_collect", container_id)
         self._get(container_id, "exec in container")
+        self.execs.append((list(argv), dict(env or {})))
         return ExecOutput(0, b"", b"")
 
     async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:

@@ -71,12 +71,13 @@ async def open_services(
                 files=Files(sandboxes, settings.exec, settings.host_dirs),
                 processes=Processes(sandboxes, store.processes, settings.exec),
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
-                git=Git(sandboxes, engine, containers, settings),
+                git=Git(sandboxes, engine, containers, settings, store.git_remotes),
                 audit=Auditor(store.audit),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
+            sandboxes.on_delete(services.git.forget_sandbox)
             if serve:
                 await sandboxes.start(tg)
                 try:

@@ -19,10 +19,8 @@ from anyio.abc import TaskGroup
 
 from corral.config import RUNTIME_RUNC, WORKDIR, Settings
 from corral.errors import (
-    BackendError,
     BackendUnavailable,
     CorralError,
-    ImageNotFound,
     InvalidRequest,
     QuotaExceeded,
     RuntimeMissing,
@@ -37,6 +35,7 @@ from corral.sandbox_backend.store import SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.service.agents import AgentPool
 from corral.service.containers import LABEL_SANDBOX, Containers
+from corral.service.images import ImagePolicy
 from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
 
@@ -54,6 +53,7 @@ class SandboxService:
         self._table = table
         self._agents = agents
         self._containers = containers
+        self._images = ImagePolicy(settings, engine)
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
         self.orphans: list[str] = []
@@ -124,7 +124,7 @@ class SandboxService:
             )
         runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
         await self._check_runtime(runtime)
-        await self._ensure_image(image)
+        await self._images.ensure(image)
 
         now = time.time()
         rec = SandboxRecord(
@@ -181,19 +181,6 @@ class SandboxService:
                 "/etc/docker/daemon.json), or start the server with --unsafe-runc-no-gvisor to run without "
                 "gVisor (not recommended)."
             )
-
-    async def _ensure_image(self, image: str) -> None:
-        if await self._engine.image_exists(image):
-            return
-        try:
-            await self._engine.pull_image(image)
-        except BackendError as exc:
-            hint = (
-                "build it with `corral image build`"
-                if image == self.settings.image
-                else f"pull it first, or use the default image {self.settings.image!r}"
-            )
-            raise ImageNotFound(f"image {image!r} is not present and could not be pulled; {hint}") from exc
 
     async def _quiet_remove(self, container_id: str) -> None:
         try:

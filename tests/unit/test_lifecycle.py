@@ -113,10 +113,13 @@ async def test_missing_runtime_and_image_say_how_to_fix(settings: Settings) -> N
     async with open_services(settings, engine=FakeEngine(images=())) as services:
         with pytest.raises(BackendError, match="corral image build"):
             await services.sandboxes.create()
-        with pytest.raises(BackendError, match="could not be pulled"):
+        with pytest.raises(InvalidRequest, match="CORRAL_IMAGES"):
             await services.sandboxes.create(image="python:3.12-slim")
-    async with open_services(settings, engine=FakeEngine(pullable=("python:3.12-slim",))) as services:
+    pulls = settings.with_(images=("python:*",), image_pull=("python:*",))
+    async with open_services(pulls, engine=FakeEngine(pullable=("python:3.12-slim",))) as services:
         assert (await services.sandboxes.create(image="python:3.12-slim")).image == "python:3.12-slim"
+        with pytest.raises(BackendError, match=r"could not pull image 'python:3\.11'.*pull access denied"):
+            await services.sandboxes.create(image="python:3.11")
 
 
 async def test_reconcile_marks_lost_and_stopped_drops_dead_creates_and_finds_orphans(

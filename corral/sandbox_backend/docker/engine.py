@@ -103,6 +103,15 @@ class DockerEngine:
 
         return await self._run(f"look up image {name}", check)
 
+    async def list_images(self) -> set[str]:
+        def ls() -> set[str]:
+            names: set[str] = set()
+            for image in self._client.api.images():
+                names.update(n for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []) if n)
+            return names
+
+        return await self._run("list images", ls)
+
     async def pull_image(self, name: str) -> None:
         await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
 

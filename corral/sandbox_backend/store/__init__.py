@@ -11,6 +11,7 @@ from pathlib import Path
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.git_remotes import GitRemoteTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
 from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
@@ -24,6 +25,7 @@ class Store:
         self.ports = PortTable(db)
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
+        self.git_remotes = GitRemoteTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -43,6 +45,7 @@ class Store:
 
 __all__ = [
     "AuditEntry",
+    "GitRemoteTable",
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",
