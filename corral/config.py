@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,12 @@ class Settings:
     host_dirs: tuple[Path, ...] = ()
     # Where expose_port listens on the host; CORRAL_PORT_HOST.
     port_host: str = "127.0.0.1"
+    # Images create_sandbox may use (CORRAL_IMAGES): names or patterns ('repo/*', 'repo:*', '*').
+    # None: the default image plus images already present on the engine. An image name is also a
+    # registry address, so the model never chooses one the operator did not allow.
+    images: tuple[str, ...] | None = None
+    # Images the server may pull when they are missing (CORRAL_IMAGE_PULL, same patterns): none.
+    image_pull: tuple[str, ...] = ()
     lifetimes: Lifetimes = Lifetimes()
     # Started, agent-ready sandboxes of the default spec kept for create_sandbox to hand out at
     # once. CORRAL_POOL_SIZE (2 when served); 0 here, so a Settings made in code starts none.
@@ -138,6 +145,8 @@ class Settings:
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
             git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
+            images=image_patterns("CORRAL_IMAGES") if env.get("CORRAL_IMAGES", "").strip() else None,
+            image_pull=image_patterns("CORRAL_IMAGE_PULL"),
         )
 
 
@@ -156,6 +165,22 @@ def env_number(name: str, default: N, kind: Callable[[str], N], *, low: float) -
     if value < low:
         raise ConfigurationError(f"{name}={raw!r} is too small; the minimum is {low:g}")
     return value
+
+
+_IMAGE_PATTERN_RE = re.compile(r"^(\*|[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}?(/\*|:\*)?)$")
+
+
+def image_patterns(name: str) -> tuple[str, ...]:
+    """A comma-separated list of image names or patterns ('repo/*', 'repo:*', '*') from the
+    environment, or a ConfigurationError that names the setting and the bad entry."""
+    patterns = tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+    for pattern in patterns:
+        if not _IMAGE_PATTERN_RE.match(pattern):
+            raise ConfigurationError(
+                f"{name}: {pattern!r} is not an image name or pattern (e.g. 'corral/sandbox:2', 'python:*', "
+                "'ghcr.io/org/*' or '*')"
+            )
+    return patterns
 
 
 def env_seconds(name: str, default: float | None) -> float | None:

@@ -118,6 +118,10 @@ class Engine(Protocol):
 
     async def image_exists(self, name: str) -> bool: ...
 
+    async def list_images(self) -> set[str]:
+        """Every name (repo:tag and repo@digest) of every image present on the engine."""
+        ...
+
     async def pull_image(self, name: str) -> None: ...
 
     async def create_container(self, spec: ContainerSpec) -> str:
@@ -152,7 +156,7 @@ class Engine(Protocol):
         """Save the container's file system as image `image` (repo:tag) with `labels`; returns its id."""
         ...
 
-    async def list_images(self, label: str) -> list[ImageInfo]:
+    async def labelled_images(self, label: str) -> list[ImageInfo]:
         """Every image carrying `label` ("key=value")."""
         ...
 

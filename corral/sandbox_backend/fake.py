@@ -185,13 +185,14 @@ class FakeEngine:
         self.containers: dict[str, FakeContainer] = {}
         self.images: set[str] = set(images)
         self.image_labels: dict[str, dict[str, str]] = {}
-        self.execs: dict[str, FakeAgent] = {}
+        self.agents: dict[str, FakeAgent] = {}  # exec id -> the agent end of an exec stream
         self.pullable: set[str] = set(pullable)
         self.networks: dict[str, dict[str, str]] = {}
         self.runtime_names: set[str] = set(runtimes)
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
         self.calls: list[tuple[str, str]] = []
+        self.execs: list[tuple[list[str], dict[str, str]]] = []  # exec_collect's (argv, env)
         self.reachable = True
         self.closed = False
         self._failures: dict[str, list[CorralError]] = {}
@@ -252,6 +253,10 @@ class FakeEngine:
     async def image_exists(self, name: str) -> bool:
         self._enter("image_exists", name)
         return name in self.images
+
+    async def list_images(self) -> set[str]:
+        self._enter("list_images")
+        return set(self.images)
 
     async def pull_image(self, name: str) -> None:
         self._enter("pull_image", name)
@@ -325,8 +330,8 @@ class FakeEngine:
         self.image_labels[image] = dict(labels)
         return f"sha256:{secrets.token_hex(32)}"
 
-    async def list_images(self, label: str) -> list[ImageInfo]:
-        self._enter("list_images", label)
+    async def labelled_images(self, label: str) -> list[ImageInfo]:
+        self._enter("labelled_images", label)
         key, _, value = label.partition("=")
         return [
             ImageInfo(id=name, tags=(name,), labels=labels, size_bytes=1024, created_at=0.0)
@@ -383,12 +388,12 @@ class FakeEngine:
         if container.status != "running":
             raise BackendError(f"attach to container: Docker refused: container {container_id[:12]} is not running")
         agent = FakeAgent(container, self.agent_ops, self.agent_version or agent_version())
-        self.execs[agent.exec_id] = agent
+        self.agents[agent.exec_id] = agent
         return agent
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
         self._enter("exec_exit_code", exec_id)
-        agent = self.execs.get(exec_id)
+        agent = self.agents.get(exec_id)
         return 0 if agent is not None and agent.closed else None
 
     async def exec_collect(
@@ -405,6 +410,7 @@ class FakeEngine:
     ) -> ExecOutput:
         self._enter("exec_collect", container_id)
         self._get(container_id, "exec in container")
+        self.execs.append((list(argv), dict(env or {})))
         return ExecOutput(0, b"", b"")
 
     async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:

@@ -91,7 +91,7 @@ async def open_services(
                 files=Files(sandboxes, settings.exec, settings.host_dirs),
                 processes=processes,
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
-                git=Git(sandboxes, engine, containers, settings),
+                git=Git(sandboxes, engine, containers, settings, store.git_remotes),
                 audit=Auditor(store.audit),
                 forks=Forks(sandboxes, engine, containers),
                 metrics=Metrics(sandboxes, engine),
@@ -100,6 +100,7 @@ async def open_services(
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
+            sandboxes.on_delete(services.git.forget_sandbox)
             services.forks.on_fork(processes.copy_sandbox)
             services.forks.on_fork(execution.copy_sandbox)
             pool = None

@@ -19,10 +19,8 @@ from anyio.abc import TaskGroup
 
 from corral.config import DEFAULT_IMAGE, RUNTIME_RUNC, WORKDIR, Settings
 from corral.errors import (
-    BackendError,
     BackendUnavailable,
     CorralError,
-    ImageNotFound,
     InvalidRequest,
     QuotaExceeded,
     RuntimeMissing,
@@ -40,6 +38,7 @@ from corral.service import leases, notes, options
 from corral.service.agents import AgentPool
 from corral.service.clock import Clock, SystemClock
 from corral.service.containers import LABEL_SANDBOX, Containers
+from corral.service.images import ImagePolicy
 from corral.service.memory import Memory, checkpoint_name
 from corral.service.reconcile import Reconciler
 from corral.service.supervisor import supervise
@@ -84,6 +83,7 @@ class SandboxService:
         self.clock: Clock = clock or SystemClock()
         self.memory = Memory(engine, agents)
         self.pool: Any = None  # service.pool.WarmPool, set by open_services when CORRAL_POOL_SIZE > 0
+        self._images = ImagePolicy(settings, engine)
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
         self._inflight: dict[str, int] = {}  # agent requests running now, per sandbox
@@ -184,15 +184,17 @@ class SandboxService:
         delete_after: float | None = None,
         ephemeral: bool = False,
         session: str | None = None,
+        snapshot_image: str | None = None,
     ) -> SandboxRecord:
         """A new running sandbox: from the warm pool when it asks for the default spec, else cold.
-        Options past the operator's maxima are clamped and the call's notes say so."""
+        Options past the operator's maxima are clamped and the call's notes say so. `snapshot_image`
+        (one Corral made, service/snapshots.py) needs no permission from the image policy."""
         settings = self.settings
         if name is not None:
             check_name(name)
             if await self._table.get(name) is not None:
                 raise InvalidRequest(_name_taken(name))
-        image = check_image(image or settings.image)
+        image = check_image(snapshot_image or image or settings.image)
         opts = options.resolve(
             settings,
             memory_mb=memory_mb,
@@ -234,6 +236,10 @@ class SandboxService:
             warm = await self._take_warm(rec)
             if warm is not None:
                 return self.created(warm)
+        if snapshot_image is None:
+            await self._images.ensure(image)
+        elif not await self._engine.image_exists(image):
+            raise InvalidRequest(f"the image of this snapshot ({image}) is gone; delete_snapshot it")
         return self.created(await self.create_cold(rec))
 
     async def _take_warm(self, rec: SandboxRecord) -> SandboxRecord | None:
@@ -271,7 +277,6 @@ class SandboxService:
         container_id: str | None = None
         try:
             await self._check_runtime(rec.runtime)
-            await self._ensure_image(rec.image)
             container_id = await self._engine.create_container(self._containers.sandbox_spec(rec, role=role))
             if rec.image != DEFAULT_IMAGE:
                 # Images other than ours may have no writable home for uid 1000: add one before start.
@@ -310,19 +315,6 @@ class SandboxService:
                 "/etc/docker/daemon.json), or start the server with --unsafe-runc-no-gvisor to run without "
                 "gVisor (not recommended)."
             )
-
-    async def _ensure_image(self, image: str) -> None:
-        if await self._engine.image_exists(image):
-            return
-        try:
-            await self._engine.pull_image(image)
-        except BackendError as exc:
-            hint = (
-                "build it with `corral image build`"
-                if image == self.settings.image
-                else f"pull it first, or use the default image {self.settings.image!r}"
-            )
-            raise ImageNotFound(f"image {image!r} is not present and could not be pulled; {hint}") from exc
 
     async def _quiet_remove(self, container_id: str) -> None:
         try:

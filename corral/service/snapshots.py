@@ -85,7 +85,7 @@ class Snapshots:
             assert sandbox.container_id is not None
             labels = self._containers.image_labels(sandbox.id, ROLE)
             image_id = await self._engine.commit(sandbox.container_id, image, labels)
-        size = next((i.size_bytes for i in await self._engine.list_images(self._label()) if i.id == image_id), 0)
+        size = next((i.size_bytes for i in await self._engine.labelled_images(self._label()) if i.id == image_id), 0)
         rec = SnapshotRecord(
             name=name,
             image=image,
@@ -138,7 +138,7 @@ class Snapshots:
         recorded = {r.image for r in await self._table.list()} | {s.image for s in await self._sandboxes.list_all()}
         found = []
         for role in (ROLE, "fork"):
-            for image in await self._engine.list_images(f"{LABEL_ROLE}={role}"):
+            for image in await self._engine.labelled_images(f"{LABEL_ROLE}={role}"):
                 if image.labels.get(LABEL_OWNER) != owner or image.labels.get(LABEL_SANDBOX) is None:
                     continue
                 tags = [t for t in image.tags if t not in recorded]

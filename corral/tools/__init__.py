@@ -1,18 +1,17 @@
 """The MCP tools, in groups an operator can switch on and off (`corral serve --tools core,files`).
 
-Each group is one module exporting `TOOLS`; `register` wraps every tool in `audited` (audit record,
-errors for the model) and adds it to the server.
+Each group is one module exporting `TOOLS`; `build_tools` wraps every tool in `audited` (audit record,
+errors for the model) and makes it a `StrictTool` (exact argument names and types) for the server.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools.base import Tool
 
 from corral.errors import InvalidRequest
 from corral.tools import core, files, git, interpreter, lifecycle, processes
 from corral.tools._base import ToolSpec, audited
+from corral.tools._strict import StrictTool
 
 GROUPS: dict[str, list[ToolSpec]] = {
     "core": core.TOOLS,
@@ -38,9 +37,11 @@ def parse_groups(spec: str | None) -> tuple[str, ...]:
     return groups
 
 
-def register(server: MCPServer[Any], groups: tuple[str, ...] = DEFAULT_GROUPS) -> None:
-    for group in groups:
-        for spec in GROUPS[group]:
-            server.add_tool(
-                audited(spec.fn), title=spec.title, annotations=spec.annotations, structured_output=True
-            )
+def build_tools(groups: tuple[str, ...] = DEFAULT_GROUPS) -> list[Tool]:
+    return [
+        StrictTool.from_function(
+            audited(spec.fn), title=spec.title, annotations=spec.annotations, structured_output=True
+        )
+        for group in groups
+        for spec in GROUPS[group]
+    ]

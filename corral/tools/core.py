@@ -84,11 +84,13 @@ async def create_sandbox(
     """
     app = services(ctx)
     svc = app.sandboxes
+    snapshot_image = None
     if from_snapshot is not None:
         if image is not None:
             raise InvalidRequest("give image or from_snapshot, not both: a snapshot brings its own image")
-        image = (await app.snapshots.get(from_snapshot)).image
+        snapshot_image = (await app.snapshots.get(from_snapshot)).image
     rec = await svc.create(
+        snapshot_image=snapshot_image,
         name=name,
         image=image,
         memory_mb=memory_mb,

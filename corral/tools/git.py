@@ -29,6 +29,10 @@ Credentials = Annotated[
     Field(description="For private repositories: used for this call only, never stored or shown."),
 ]
 RemoteArg = Annotated[str, Field(description="Remote name.")]
+HostArg = Annotated[
+    str | None,
+    Field(description="Host the credentials are for, e.g. 'github.com' (default: the one cloned from)."),
+]
 PathsArg = Annotated[list[str] | None, Field(description="Limit to these files or directories (relative to repo).")]
 
 
@@ -122,6 +126,7 @@ async def git_push(
     remote: RemoteArg = "origin",
     branch: Annotated[str | None, Field(description="Branch to push (default: the current one).")] = None,
     credentials: Credentials = None,
+    host: HostArg = None,
     force: Annotated[bool, Field(description="Overwrite the remote branch even if it has other commits.")] = False,
 ) -> GitPushResult:
     """Push a branch to the same-named branch of a remote, and track it. Reports progress."""
@@ -130,6 +135,7 @@ async def git_push(
         remote=remote,
         branch=branch,
         credentials=credentials,
+        host=host,
         force=force,
         on_progress=_progress(ctx),
     )
@@ -142,6 +148,7 @@ async def git_pull(
     remote: RemoteArg = "origin",
     branch: Annotated[str | None, Field(description="Remote branch (default: the upstream, else same name).")] = None,
     credentials: Credentials = None,
+    host: HostArg = None,
 ) -> GitPullResult:
     """Fetch a remote branch and merge it into the current branch; conflicts are listed, not fatal."""
     return await services(ctx).git.pull(sandbox,
@@ -149,6 +156,7 @@ async def git_pull(
         remote=remote,
         branch=branch,
         credentials=credentials,
+        host=host,
         on_progress=_progress(ctx),
     )
 

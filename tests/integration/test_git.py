@@ -7,7 +7,6 @@ The only traffic is to the test network's gateway address.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import secrets
@@ -19,14 +18,8 @@ import anyio
 import docker
 import pytest
 from mcp import Client
-from pydantic import SecretStr
 
-from corral.config import LABEL_NAMESPACE, RUNTIME_GVISOR_NET, Settings
-from corral.sandbox_backend.docker import DockerEngine
-from corral.sandbox_backend.engine import ContainerSpec
-from corral.sandbox_backend.store import Store
-from corral.service import open_services
-from corral.service.git.models import GitCredentials
+from corral.config import LABEL_NAMESPACE, Settings
 from tests.helpers import call_error, call_ok, text_of
 from tests.integration.cleanup import reap_containers
 from tests.integration.git_server import USER, GitServer
@@ -297,50 +290,6 @@ async def test_credentials_never_leak(
     # 4. server logs
     logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert not [s for s in secret_values if s in logged]
-
-
-async def test_network_enabled_sandbox_runs_git_directly(
-    git_server: GitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Corral has no option for networked sandboxes yet: make one on the test's network by hand."""
-    caplog.set_level(logging.DEBUG)
-    home = tmp_path / "home"
-    settings = Settings(home=home, runtime=RUNTIME_GVISOR_NET)
-    creds = GitCredentials(username=USER, password=SecretStr(git_server.password))
-    try:
-        engine = DockerEngine()
-        create = engine.create_container
-
-        async def create_on_network(spec: ContainerSpec) -> str:
-            return await create(dataclasses.replace(spec, network=git_server.network))
-
-        monkeypatch.setattr(engine, "create_container", create_on_network)
-        async with open_services(settings, engine=engine) as services:
-            rec = await services.sandboxes.create()
-            store = await Store.open(settings.db_path)
-            try:
-                await store.sandboxes.update(rec.id, network=git_server.network)
-            finally:
-                await store.close()
-            with anyio.fail_after(WAIT):
-                cloned = await services.git.clone(rec.id, git_server.url("private.git"), path="p", credentials=creds)
-                expected = len(git_server.log("private.git"))
-                assert (cloned.via, cloned.commits, cloned.path) == ("direct", expected, "/workspace/p")
-                await services.files.write_file(rec.id, "p/direct.txt", "direct\n")
-                made = await services.git.commit(rec.id, "p", "Direct push")
-                pushed = await services.git.push(rec.id, "p", credentials=creds)
-                assert (pushed.via, pushed.result, pushed.head) == ("direct", "pushed", made.sha)
-                assert git_server.log("private.git", fmt="%H")[0] == made.sha
-                git_server.commit_on_server("private.git", "later.txt", "later\n", "Later")
-                pulled = await services.git.pull(rec.id, "p", credentials=creds)
-                assert (pulled.via, pulled.result) == ("direct", "fast-forward")
-                shown = "cat p/.git/config; git -C p remote get-url origin"
-                config = await services.execution.run_command(rec.id, shown)
-            assert git_server.password not in config.stdout and f"{USER}:" not in config.stdout
-            assert git_server.password not in "\n".join(r.getMessage() for r in caplog.records)
-            await services.sandboxes.delete(rec.id)
-    finally:
-        reap_containers(home)
 
 
 async def test_private_destinations_are_refused_unless_allowed(settings: Settings, tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ async def test_create_starts_a_labelled_container_and_records_it(services: Servi
 
 
 async def test_another_image_gets_a_writable_workspace_before_start(services: Services, engine: FakeEngine) -> None:
-    engine.pullable.add("python:3.12-slim")
+    engine.images.add("python:3.12-slim")  # present on the engine: allowed
     rec = await services.sandboxes.create(image="python:3.12-slim")
     assert "/" in engine.containers[container_of(engine, rec)].files
 
@@ -76,7 +76,7 @@ async def test_another_image_gets_a_writable_workspace_before_start(services: Se
 async def test_a_create_that_fails_half_way_leaves_nothing_behind(
     services: Services, engine: FakeEngine, failing: str
 ) -> None:
-    engine.pullable.add("python:3.12-slim")  # an image that needs a /workspace copied in (put_archive)
+    engine.images.add("python:3.12-slim")  # present, and an image that needs a /workspace copied in (put_archive)
     engine.fail_next(failing, BackendError(f"{failing}: Docker refused: boom"))
     with pytest.raises(BackendError, match="boom"):
         await services.sandboxes.create(name="half", image="python:3.12-slim")
@@ -120,10 +120,13 @@ async def test_missing_runtime_and_image_say_how_to_fix(settings: Settings) -> N
     async with open_services(settings, engine=FakeEngine(images=())) as services:
         with pytest.raises(BackendError, match="corral image build"):
             await services.sandboxes.create()
-        with pytest.raises(BackendError, match="could not be pulled"):
+        with pytest.raises(InvalidRequest, match="CORRAL_IMAGES"):
             await services.sandboxes.create(image="python:3.12-slim")
-    async with open_services(settings, engine=FakeEngine(pullable=("python:3.12-slim",))) as services:
+    pulls = settings.with_(images=("python:*",), image_pull=("python:*",))
+    async with open_services(pulls, engine=FakeEngine(pullable=("python:3.12-slim",))) as services:
         assert (await services.sandboxes.create(image="python:3.12-slim")).image == "python:3.12-slim"
+        with pytest.raises(BackendError, match=r"could not pull image 'python:3\.11'.*pull access denied"):
+            await services.sandboxes.create(image="python:3.11")
 
 
 async def test_reconcile_marks_lost_and_stopped_drops_dead_creates_and_finds_orphans(

@@ -84,8 +84,12 @@ async def test_an_idle_sandbox_is_stopped_with_its_memory_and_calls_renew_the_le
         assert status_of(engine, rec.container_id) == "running"
         clock.advance(30)
         await until(lambda: status_of(engine, rec.container_id) == "exited", "the idle stop")
-        stopped = await services.sandboxes.get(rec.id)
-        assert stopped.status == "stopped" and stopped.checkpoint is not None  # memory kept, never deleted
+        assert rec.container_id is not None
+        checkpoints = engine.containers[rec.container_id].checkpoints  # memory kept, never deleted
+        await until(lambda: len(checkpoints) == 1, "the checkpoint")
+        async with services.sandboxes.lock(rec.id):  # the stop has recorded it once it lets go
+            stopped = await services.sandboxes.get(rec.id)
+        assert stopped.status == "stopped" and stopped.checkpoint in checkpoints
 
 
 async def test_a_running_background_process_keeps_an_idle_sandbox_up(
@@ -119,7 +123,8 @@ async def test_delete_after_warns_in_its_last_tenth_then_deletes(tmp_path: Path,
         assert len(collected.notices) == 1 and "will be DELETED in 90 s" in collected.notices[0]
         clock.advance(90)
         await until(lambda: status_of(engine, rec.container_id) == "gone", "the deletion")
-        assert await services.sandboxes.find(rec.id) is None
+        async with services.sandboxes.lock(rec.id):  # the delete has dropped the record once it lets go
+            assert await services.sandboxes.find(rec.id) is None
 
 
 async def test_deadlines_hold_across_a_server_restart(tmp_path: Path, engine: FakeEngine, clock: ManualClock) -> None:

@@ -111,6 +111,15 @@ class DockerEngine:
 
         return await self._run(f"look up image {name}", check)
 
+    async def list_images(self) -> set[str]:
+        def ls() -> set[str]:
+            names: set[str] = set()
+            for image in self._client.api.images():
+                names.update(n for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []) if n)
+            return names
+
+        return await self._run("list images", ls)
+
     async def pull_image(self, name: str) -> None:
         await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
 
@@ -170,8 +179,8 @@ class DockerEngine:
         api = self._client.api
         return await self._run("commit container", lifecycle.commit, api, container_id, image, dict(labels))
 
-    async def list_images(self, label: str) -> list[ImageInfo]:
-        return await self._run("list images", lifecycle.list_images, self._client, label)
+    async def labelled_images(self, label: str) -> list[ImageInfo]:
+        return await self._run("list images", lifecycle.labelled_images, self._client, label)
 
     async def remove_image(self, name: str) -> None:
         await self._run(f"remove image {name}", lifecycle.remove_image, self._client.api, name)

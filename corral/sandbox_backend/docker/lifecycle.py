@@ -142,7 +142,7 @@ def commit(api: docker.APIClient, container_id: str, image: str, labels: dict[st
     return str(result.get("Id", ""))
 
 
-def list_images(client: docker.DockerClient, label: str) -> list[ImageInfo]:
+def labelled_images(client: docker.DockerClient, label: str) -> list[ImageInfo]:
     found = []
     for image in client.images.list(filters={"label": label}):
         attrs = image.attrs

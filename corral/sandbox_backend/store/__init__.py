@@ -11,6 +11,7 @@ from pathlib import Path
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.git_remotes import GitRemoteTable
 from corral.sandbox_backend.store.pool import PoolTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
 from corral.sandbox_backend.store.records import (
@@ -35,6 +36,7 @@ class Store:
         self.audit = AuditTable(db)
         self.pool = PoolTable(db)
         self.snapshots = SnapshotTable(db)
+        self.git_remotes = GitRemoteTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -54,6 +56,7 @@ class Store:
 
 __all__ = [
     "AuditEntry",
+    "GitRemoteTable",
     "PoolRecord",
     "PortRecord",
     "ProcessRecord",

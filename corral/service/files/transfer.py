@@ -36,20 +36,27 @@ def _allowed_dirs(deps: FileDeps) -> list[Path]:
     return dirs
 
 
+def shown(path: Path) -> str:
+    """A host path as the model may see it: the user's home directory is not spelled out."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path != home and path.is_relative_to(home) else str(path)
+
+
 def host_path(deps: FileDeps, path: str) -> Path:
     """Resolve a host path (symlinks included) and require it to be inside an allowed directory.
-    Relative paths are taken relative to the first allowed directory."""
+    Relative paths are taken relative to the first allowed directory. Errors name the path as the
+    model gave it: where `~` or a symlink leads on the host is none of its business."""
     dirs = _allowed_dirs(deps)
     if not isinstance(path, str) or not path.strip() or "\x00" in path:
         raise InvalidRequest("host_path must be a non-empty path without NUL bytes")
     raw = Path(path).expanduser()
     resolved = (raw if raw.is_absolute() else dirs[0] / raw).resolve()
     if not any(resolved == d or resolved.is_relative_to(d) for d in dirs):
-        listing = ", ".join(str(d) for d in dirs)
+        listing = ", ".join(shown(d) for d in dirs)
         raise InvalidRequest(
-            f"host path {path!r} (resolved: {resolved}) is outside the host directories the operator allowed "
-            f"({listing}). Use a path under one of them; the operator can allow more with --allow-host-dir "
-            "or CORRAL_HOST_DIRS."
+            f"host path {path!r} is outside the host directories the operator allowed ({listing}), or leads "
+            "outside them through a symlink. Use a path under one of them (relative paths are under the first); "
+            "the operator can allow more with --allow-host-dir or CORRAL_HOST_DIRS."
         )
     return resolved
 
@@ -65,11 +72,18 @@ def _inside(base: Path, rel: str) -> Path | None:
 
 
 async def upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: bool = False) -> Transfer:
+    try:
+        return await _upload(deps, ref, host, path, overwrite=overwrite)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read host path {host!r}: {exc.strerror or type(exc).__name__}") from None
+
+
+async def _upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: bool) -> Transfer:
     src = host_path(deps, host)
     dst = sandbox_path(path)
     if dst == AGENT_DIR or dst.startswith(AGENT_DIR + "/"):
         raise InvalidRequest(f"refusing to write into {AGENT_DIR}: it holds Corral's agent state")
-    files, empty_dirs, skipped = await anyio.to_thread.run_sync(_plan_upload, src, dst)
+    files, empty_dirs, skipped = await anyio.to_thread.run_sync(_plan_upload, src, dst, host)
     if not overwrite:
         existing = await deps.sandboxes.request(ref, "stat", {"path": dst}, timeout=30)
         if existing.get("exists"):
@@ -84,7 +98,7 @@ async def upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: b
         await make_dir(deps, ref, directory)
     return Transfer(
         direction="upload",
-        host_path=str(src),
+        host_path=shown(src),
         sandbox_path=dst,
         files=len(files),
         bytes=copied,
@@ -92,11 +106,13 @@ async def upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: b
     )
 
 
-def _plan_upload(src: Path, dst: str) -> tuple[list[tuple[Path, str, int, int]], list[str], list[str]]:
+def _plan_upload(
+    src: Path, dst: str, given: str
+) -> tuple[list[tuple[Path, str, int, int]], list[str], list[str]]:
     """What an upload copies: (host file, sandbox path, size, mode) per file, empty directories to
-    create, and what is skipped. Symlinks are never followed."""
+    create, and what is skipped. Symlinks are never followed; messages name the path as `given`."""
     if not src.exists():
-        raise InvalidRequest(f"host path {src} does not exist")
+        raise InvalidRequest(f"host path {given!r} does not exist")
     files: list[tuple[Path, str, int, int]] = []
     empty_dirs: list[str] = []
     skipped: list[str] = []
@@ -117,12 +133,12 @@ def _plan_upload(src: Path, dst: str) -> tuple[list[tuple[Path, str, int, int]],
                     continue
                 files.append((full, posixpath.join(dst, rel), st.st_size, st.st_mode & 0o777))
                 if len(files) > MAX_TRANSFER_FILES:
-                    raise PayloadTooLarge(f"{src} holds more than {MAX_TRANSFER_FILES} files; upload fewer")
+                    raise PayloadTooLarge(f"{given!r} holds more than {MAX_TRANSFER_FILES} files; upload fewer")
     else:
-        raise InvalidRequest(f"host path {src} is not a regular file or directory")
+        raise InvalidRequest(f"host path {given!r} is not a regular file or directory")
     total = sum(size for _, _, size, _ in files)
     if total > MAX_TRANSFER_BYTES:
-        raise PayloadTooLarge(f"{src} is {total} bytes; one upload copies at most {MAX_TRANSFER_BYTES} bytes")
+        raise PayloadTooLarge(f"{given!r} is {total} bytes; one upload copies at most {MAX_TRANSFER_BYTES} bytes")
     return files, empty_dirs, skipped
 
 
@@ -144,13 +160,20 @@ async def _upload_file(deps: FileDeps, ref: str, source: Path, target: str, mode
             await deps.sandboxes.request(ref, "write_file", params, timeout=120)
             sent += len(chunk)
             if sent > MAX_TRANSFER_BYTES:
-                raise PayloadTooLarge(f"{source} grew past {MAX_TRANSFER_BYTES} bytes during the upload")
+                raise PayloadTooLarge(f"{source.name} grew past {MAX_TRANSFER_BYTES} bytes during the upload")
             if len(chunk) < CHUNK:
                 break
     return sent
 
 
 async def download(deps: FileDeps, ref: str, path: str, host: str, *, overwrite: bool = False) -> Transfer:
+    try:
+        return await _download(deps, ref, path, host, overwrite=overwrite)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write host path {host!r}: {exc.strerror or type(exc).__name__}") from None
+
+
+async def _download(deps: FileDeps, ref: str, path: str, host: str, *, overwrite: bool) -> Transfer:
     src = sandbox_path(path)
     dst = host_path(deps, host)
     stat = await deps.sandboxes.request(ref, "stat", {"path": src}, timeout=30)
@@ -162,19 +185,19 @@ async def download(deps: FileDeps, ref: str, path: str, host: str, *, overwrite:
         raise InvalidRequest(f"{src} is a symlink to {link}; download the path it points to instead")
     if dst.exists() and not overwrite:
         raise InvalidRequest(
-            f"host path {dst} already exists; pass overwrite=true to replace it (a directory is merged: "
+            f"host path {host!r} already exists; pass overwrite=true to replace it (a directory is merged: "
             "files of the same name are replaced)"
         )
     skipped: list[str] = []
     if kind == "file":
         if dst.is_dir():
-            raise InvalidRequest(f"host path {dst} is a directory; give the file's full destination path")
+            raise InvalidRequest(f"host path {host!r} is a directory; give the file's full destination path")
         size = await _download_file(deps, ref, src, dst, int(stat.get("mode") or 0o644))
-        return Transfer(direction="download", host_path=str(dst), sandbox_path=src, files=1, bytes=size)
+        return Transfer(direction="download", host_path=shown(dst), sandbox_path=src, files=1, bytes=size)
     if kind != "dir":
         raise InvalidRequest(f"{src} is not a regular file or directory")
     if dst.exists() and not dst.is_dir():
-        raise InvalidRequest(f"host path {dst} exists and is not a directory")
+        raise InvalidRequest(f"host path {host!r} exists and is not a directory")
     listing = await deps.sandboxes.request(
         ref, "list_files", {"path": src, "depth": 64, "max_entries": MAX_TRANSFER_FILES + 1}, timeout=120
     )
@@ -206,7 +229,7 @@ async def download(deps: FileDeps, ref: str, path: str, host: str, *, overwrite:
         else:
             skipped.append(f"{rel}: {etype}")
     return Transfer(
-        direction="download", host_path=str(dst), sandbox_path=src, files=files, bytes=copied, skipped=skipped
+        direction="download", host_path=shown(dst), sandbox_path=src, files=files, bytes=copied, skipped=skipped
     )
 
 

@@ -1,5 +1,5 @@
 """What the git feature needs: the sandboxes' agents, the engine and spec factory for its helper
-containers, and the operator's settings."""
+containers, the table of hosts credentials may go to, and the operator's settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from corral.config import Settings
 from corral.sandbox_backend.engine import Engine
+from corral.sandbox_backend.store import GitRemoteTable
 from corral.service.access import SandboxAccess
 from corral.service.containers import Containers
 
@@ -17,3 +18,4 @@ class GitDeps:
     engine: Engine
     containers: Containers
     settings: Settings
+    remotes: GitRemoteTable

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from corral.service.git.constants import DEFAULT_TOKEN_USER
 
 
 class GitCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str | None = Field(
         default=None, description=f"User name; default '{DEFAULT_TOKEN_USER}', which suits an access token."
     )
@@ -29,8 +31,8 @@ class GitCloneResult(BaseModel):
     head: str | None = Field(description="Commit id of HEAD.")
     commits: int = Field(description="Commits reachable from HEAD (limited by depth if given).")
     shallow: bool
-    via: Literal["helper", "direct"] = Field(
-        description="helper: fetched by a short-lived networked helper (the sandbox has no network)."
+    via: Literal["helper"] = Field(
+        default="helper", description="Fetched by a short-lived networked helper, never by sandbox code."
     )
 
 
@@ -93,7 +95,7 @@ class GitPushResult(BaseModel):
     branch: str
     head: str
     result: Literal["pushed", "created", "forced", "up-to-date"]
-    via: Literal["helper", "direct"]
+    via: Literal["helper"] = "helper"
 
 
 class GitPullResult(BaseModel):
@@ -106,4 +108,4 @@ class GitPullResult(BaseModel):
     result: Literal["up-to-date", "fast-forward", "merged", "conflict"]
     conflicts: list[str] = Field(default_factory=list, description="Files with merge conflicts.")
     message: str | None = None
-    via: Literal["helper", "direct"]
+    via: Literal["helper"] = "helper"

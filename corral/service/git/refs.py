@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from corral.errors import InvalidRequest
 from corral.service.git.constants import DEFAULT_TOKEN_USER
@@ -66,23 +66,36 @@ def check_repo_paths(paths: Sequence[str] | None) -> list[str]:
     return paths
 
 
+def _bad_char(c: str) -> bool:
+    return c.isspace() or ord(c) < 32 or ord(c) == 127
+
+
+def _split(url: str) -> tuple[SplitResult, str, int | None] | None:
+    """urlsplit with its host and port, or None when the URL cannot be parsed (urlsplit and .port
+    raise ValueError on e.g. 'http://[::1' or a port over 65535)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    return (parts, host, port) if host else None
+
+
 def parse_url(url: str) -> tuple[str, Auth | None]:
     """(the URL without userinfo or fragment, credentials found in its userinfo)."""
+    if not isinstance(url, str) or not url.strip() or len(url) > 2048 or any(_bad_char(c) for c in url):
+        raise InvalidRequest(f"invalid repository URL {redact(str(url)[:200])!r}: give an http(s) URL without spaces")
     shown = redact(url[:200])
-    if not isinstance(url, str) or not url.strip() or len(url) > 2048 or any(c.isspace() for c in url):
-        raise InvalidRequest(f"invalid repository URL {shown!r}: give an http(s) URL without spaces")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
         raise InvalidRequest(
             f"unsupported repository URL {shown!r}: use an https:// (or http://) URL such as "
             "https://github.com/owner/repo.git; ssh and git:// are not supported"
         )
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host, port = None, None
-    if not host:
-        raise InvalidRequest(f"invalid repository URL {shown!r}: it has no valid host")
+    split = _split(url)
+    if split is None:
+        raise InvalidRequest(f"invalid repository URL {shown!r}: it has no valid host (e.g. https://host/owner/repo.git)")
+    parts, host, port = split
     auth = None
     if parts.username is not None:
         auth = Auth(unquote(parts.username) or DEFAULT_TOKEN_USER, unquote(parts.password or ""))
@@ -90,6 +103,30 @@ def parse_url(url: str) -> tuple[str, Auth | None]:
     if port is not None:
         netloc += f":{port}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, "")), auth
+
+
+def origin_of(url: str) -> str:
+    """scheme://host:port of a URL parse_url accepted: where credentials for it may go."""
+    split = _split(url)
+    if split is None:
+        raise InvalidRequest(f"invalid repository URL {redact(url[:200])!r}")
+    parts, host, port = split
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}:{port or (443 if scheme == 'https' else 80)}"
+
+
+def parse_host(value: str) -> str:
+    """The origin a call names for its credentials: 'github.com' (https), 'host:8443' or a URL."""
+    text = value.strip() if isinstance(value, str) else ""
+    url = text if "://" in text else f"https://{text}"
+    bad = not text or len(text) > 512 or any(_bad_char(c) for c in text) or "@" in text
+    if bad or url.split(":", 1)[0].lower() not in ("http", "https") or _split(url) is None:
+        raise InvalidRequest(
+            f"invalid host {redact(str(value)[:100])!r}: give the host the credentials are for, e.g. 'github.com', "
+            "'git.example.com:8443' or 'http://git.local:8080' (https unless the scheme says otherwise)"
+        )
+    return origin_of(url)
 
 
 def repo_name(url: str) -> str:

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from corral.errors import InvalidRequest
 from corral.sandbox_backend.store import SandboxRecord
-from corral.service.git.constants import HELPER_WORK, MAX_TRANSFER, OnProgress
+from corral.service.git.constants import HELPER_REPO, MAX_TRANSFER, OnProgress
 from corral.service.git.deps import GitDeps
 from corral.service.git.helper import is_missing_branch, missing_branch_error, open_helper
 from corral.service.git.models import GitCredentials, GitPullResult, GitPushResult
 from corral.service.git.progress import Progress
 from corral.service.git.refs import check_branch, check_remote, parse_url
 from corral.service.git.repo import current_branch, identity_env, remote_url, repo_info
-from corral.service.git.runner import GitRun, failure, run_git, run_git_ok, run_in_sandbox
+from corral.service.git.runner import GitRun, failure, run_git, run_git_ok
 from corral.service.git.secrets import Auth, auth_from, scrubbed, secrets_of
-from corral.service.git.transfer import HELPER_INIT, pack_repo, remove_staged, upload_staged
+from corral.service.git.transfer import bundle_repo, remove_staged, upload_staged
+from corral.service.git.trust import check_credentials_target, repo_key
 from corral.service.validation import check_path
 
+_OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _PUSH_FLAGS = {" ": "pushed", "*": "created", "+": "forced", "=": "up-to-date"}
 
 
@@ -47,13 +50,13 @@ def _push_outcome(
     raise failure("git push", GitRun(code, out_text, err_text, 0, False), url=url, sent_auth=sent_auth)
 
 
-_AFTER_PUSH_SCRIPT = r"""
-cd "$1" || exit 3
-git update-ref "refs/remotes/$2/$3" "$4"
-if [ -z "$(git config --get "branch.$3.remote")" ]; then
-  git config "branch.$3.remote" "$2" && git config "branch.$3.merge" "refs/heads/$3"
-fi
-"""
+async def _track_pushed(deps: GitDeps, ref: str, repo: str, remote: str, name: str, head: str, upstream: str) -> None:
+    """Record what the remote now has (refs/remotes/<remote>/<name>) and track it unless the branch
+    already has an upstream, as `git push -u` would."""
+    await run_git(deps, ref, repo, "update-ref", f"refs/remotes/{remote}/{name}", head)
+    if not upstream:
+        await run_git(deps, ref, repo, "config", f"branch.{name}.remote", remote)
+        await run_git(deps, ref, repo, "config", f"branch.{name}.merge", f"refs/heads/{name}")
 
 
 async def push(
@@ -64,14 +67,16 @@ async def push(
     remote: str = "origin",
     branch: str | None = None,
     credentials: GitCredentials | None = None,
+    host: str | None = None,
     force: bool = False,
     on_progress: OnProgress | None = None,
 ) -> GitPushResult:
-    repo = check_path(repo)
+    repo = repo_key(check_path(repo))
     check_remote(remote)
     if branch is not None:
         check_branch(branch)
     auth = auth_from(credentials, None)
+    _check_host_use(host, auth)
     hidden = secrets_of(auth)
     with scrubbed(hidden):
         progress = Progress(on_progress, hidden)
@@ -80,53 +85,34 @@ async def push(
         name = current_branch(info, branch, repo, "push")
         if branch is None:
             info = await repo_info(deps, ref, repo, remote=remote, branch=name)
-        if not info.get("branch_head"):
+        head = info.get("branch_head", "")
+        if not _OID_RE.match(head):
             raise InvalidRequest(f"{repo} has no branch {name!r} with commits to push")
         url, url_auth = parse_url(remote_url(info, remote, repo))
-        auth = auth or url_auth
+        if auth is not None:
+            await check_credentials_target(deps, rec.id, repo, remote, url, host)
+        auth = auth or url_auth  # credentials in the sandbox's own remote URL are the sandbox's to use
         hidden += secrets_of(url_auth)
         refspec = f"{'+' if force else ''}refs/heads/{name}:refs/heads/{name}"
-        if rec.network != "none":
-            via: Literal["helper", "direct"] = "direct"
-            res = await run_git(
-                deps,
-                ref,
-                repo,
-                "push",
-                "--progress",
-                "--porcelain",
-                "--",
-                remote,
-                refspec,
-                env=auth.env() if auth else None,
-                on_stderr=progress.git(0, 95),
+        data = await bundle_repo(deps, ref, repo, [f"refs/heads/{name}"], info.get("common_dir", ""), progress, 30)
+        async with open_helper(deps, rec, destination=url) as helper:
+            await helper.import_bundle(data.bundle, data.shallow, [f"+refs/heads/{name}:refs/heads/{name}"])
+            out = await helper.git(
+                f"--git-dir={HELPER_REPO}", "push", "--progress", "--porcelain", "--", url, refspec,
+                auth=auth, network=True, on_stderr=progress.git(32, 95),
             )
-            outcome = _push_outcome(res.stdout, res.stderr, res.exit_code, url, remote, name, auth is not None)
-        else:
-            via = "helper"
-            data = await pack_repo(deps, ref, repo, progress, 30)
-            async with open_helper(deps, rec, [(f"{HELPER_WORK}/repo.git", data)], destination=url) as helper:
-                init = await helper.run(["sh", "-c", HELPER_INIT])
-                if init.exit_code != 0:
-                    raise failure("preparing the push", init)
-                out = await helper.run(
-                    ["git", "--git-dir=repo.git", "push", "--progress", "--porcelain", "--", url, refspec],
-                    auth=auth,
-                    on_stderr=progress.git(32, 95),
-                )
-            outcome = _push_outcome(
-                out.stdout.decode(errors="replace"),
-                out.stderr.decode(errors="replace"),
-                out.exit_code,
-                url,
-                remote,
-                name,
-                auth is not None,
-            )
-        head = info["branch_head"]
-        await run_in_sandbox(deps, ref, ["sh", "-c", _AFTER_PUSH_SCRIPT, "sh", repo, remote, name, head], cwd="/")
+        outcome = _push_outcome(
+            out.stdout.decode(errors="replace"),
+            out.stderr.decode(errors="replace"),
+            out.exit_code,
+            url,
+            remote,
+            name,
+            auth is not None,
+        )
+        await _track_pushed(deps, ref, repo, remote, name, head, info.get("upstream_remote", ""))
         await progress.step(100, f"{outcome}: {name} -> {remote}")
-        return GitPushResult(repo=repo, remote=remote, url=url, branch=name, head=head, result=outcome, via=via)  # type: ignore[arg-type]
+        return GitPushResult(repo=repo, remote=remote, url=url, branch=name, head=head, result=outcome)  # type: ignore[arg-type]
 
 
 async def pull(
@@ -137,13 +123,15 @@ async def pull(
     remote: str = "origin",
     branch: str | None = None,
     credentials: GitCredentials | None = None,
+    host: str | None = None,
     on_progress: OnProgress | None = None,
 ) -> GitPullResult:
-    repo = check_path(repo)
+    repo = repo_key(check_path(repo))
     check_remote(remote)
     if branch is not None:
         check_branch(branch, "remote branch")
     auth = auth_from(credentials, None)
+    _check_host_use(host, auth)
     hidden = secrets_of(auth)
     with scrubbed(hidden):
         progress = Progress(on_progress, hidden)
@@ -153,35 +141,22 @@ async def pull(
         info = await repo_info(deps, ref, repo, remote=remote, branch=local)
         upstream = info.get("upstream_merge", "")
         if branch is None and upstream.startswith("refs/heads/") and info.get("upstream_remote") == remote:
-            branch = upstream.removeprefix("refs/heads/")
+            branch = check_branch(upstream.removeprefix("refs/heads/"), "upstream branch")
         remote_branch = branch or local
         url, url_auth = parse_url(remote_url(info, remote, repo))
+        if auth is not None:
+            await check_credentials_target(deps, rec.id, repo, remote, url, host)
         auth = auth or url_auth
         hidden += secrets_of(url_auth)
         tracking = f"refs/remotes/{remote}/{remote_branch}"
         before = info.get("head") or None
-        if rec.network != "none":
-            via: Literal["helper", "direct"] = "direct"
-            res = await run_git(
-                deps,
-                ref,
-                repo,
-                "fetch",
-                "--progress",
-                "--",
-                remote,
-                f"+refs/heads/{remote_branch}:{tracking}",
-                env=auth.env() if auth else None,
-                on_stderr=progress.git(0, 90),
-            )
-            if not res.ok:
-                if is_missing_branch(res.text):
-                    raise InvalidRequest(f"branch {remote_branch!r} does not exist in {url}")
-                raise failure("git fetch", res, url=url, sent_auth=auth is not None)
-        else:
-            via = "helper"
-            await _fetch_via_helper(deps, ref, rec, repo, url, auth, remote_branch, tracking, progress)
-        return await _merge(deps, ref, repo, url, remote, local, remote_branch, tracking, before, via, progress)
+        await _fetch_via_helper(deps, ref, rec, repo, info, url, auth, remote_branch, tracking, progress)
+        return await _merge(deps, ref, repo, url, remote, local, remote_branch, tracking, before, progress)
+
+
+def _check_host_use(host: str | None, auth: Auth | None) -> None:
+    if host is not None and auth is None:
+        raise InvalidRequest("host names where credentials go: pass it together with credentials, or leave it out")
 
 
 _FETCHED = "refs/corral/fetched"
@@ -192,44 +167,35 @@ async def _fetch_via_helper(
     ref: str,
     rec: SandboxRecord,
     repo: str,
+    info: dict[str, str],
     url: str,
     auth: Auth | None,
     remote_branch: str,
     tracking: str,
     progress: Progress,
 ) -> None:
-    """Fetch `remote_branch` in a helper that holds the sandbox's objects (so only what is new is
+    """Fetch `remote_branch` in a helper that holds the sandbox's commits (so only what is new is
     downloaded), then bring just the new objects back as a bundle and update `tracking`."""
-    data = await pack_repo(deps, ref, repo, progress, 20)
+    data = await bundle_repo(deps, ref, repo, ["--branches", "--remotes"], info.get("common_dir", ""), progress, 20)
     bundle = b""
-    async with open_helper(deps, rec, [(f"{HELPER_WORK}/repo.git", data)], destination=url) as helper:
-        init = await helper.run(["sh", "-c", HELPER_INIT])
-        if init.exit_code != 0:
-            raise failure("preparing the fetch", init)
-        out = await helper.run(
-            [
-                "git",
-                "--git-dir=repo.git",
-                "fetch",
-                "--progress",
-                "--no-tags",
-                "--",
-                url,
-                f"+refs/heads/{remote_branch}:{_FETCHED}",
-            ],
-            auth=auth,
-            on_stderr=progress.git(22, 75),
+    async with open_helper(deps, rec, destination=url) as helper:
+        await helper.import_bundle(
+            data.bundle, data.shallow, ["+refs/heads/*:refs/heads/*", "+refs/remotes/*:refs/remotes/*"]
+        )
+        out = await helper.git(
+            f"--git-dir={HELPER_REPO}", "fetch", "--progress", "--no-tags", "--", url,
+            f"+refs/heads/{remote_branch}:{_FETCHED}", auth=auth, network=True, on_stderr=progress.git(22, 75),
         )
         if out.exit_code != 0:
             if is_missing_branch(out.stderr.decode(errors="replace")):
                 raise await missing_branch_error(helper, url, auth, remote_branch)
             raise failure("git fetch", out, url=url, sent_auth=auth is not None)
         known = ["--not", "--branches", "--remotes", "--tags"]
-        sha = (await helper.run(["git", "--git-dir=repo.git", "rev-parse", _FETCHED])).stdout.decode().strip()
-        new = await helper.run(["git", "--git-dir=repo.git", "rev-list", "-n1", _FETCHED, *known])
+        sha = (await helper.git(f"--git-dir={HELPER_REPO}", "rev-parse", _FETCHED)).stdout.decode().strip()
+        new = await helper.git(f"--git-dir={HELPER_REPO}", "rev-list", "-n1", _FETCHED, *known)
         if new.stdout.strip():
-            made = await helper.run(
-                ["git", "--git-dir=repo.git", "bundle", "create", "-", _FETCHED, *known], max_stdout=MAX_TRANSFER
+            made = await helper.git(
+                f"--git-dir={HELPER_REPO}", "bundle", "create", "-q", "-", _FETCHED, *known, max_stdout=MAX_TRANSFER
             )
             if made.exit_code != 0:
                 raise failure("bundling the fetched commits", made)
@@ -256,7 +222,6 @@ async def _merge(
     remote_branch: str,
     tracking: str,
     before: str | None,
-    via: Literal["helper", "direct"],
     progress: Progress,
 ) -> GitPullResult:
     env = await identity_env(deps, ref, repo, None)
@@ -270,7 +235,6 @@ async def _merge(
             remote=remote,
             branch=local,
             remote_branch=remote_branch,
-            via=via,
             before=before,
             after=after,
             result=result,

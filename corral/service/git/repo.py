@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from corral.errors import InvalidRequest
-from corral.service.git.constants import DEFAULT_AUTHOR
+from corral.service.git.constants import DEFAULT_AUTHOR, SH
 from corral.service.git.deps import GitDeps
 from corral.service.git.refs import check_branch
 from corral.service.git.runner import failure, run_git, run_in_sandbox
 
+# One /bin/sh run reads what several git calls would: the repository's path and tool arguments are
+# positional parameters (never parsed as shell), every program is called by absolute path. What it
+# prints is the sandbox's word and is checked before use.
 _INFO_SCRIPT = r"""
 cd "$1" || exit 3
-git rev-parse --git-dir >/dev/null || exit 4
-echo "branch=$(git symbolic-ref -q --short HEAD)"
-echo "head=$(git rev-parse -q --verify HEAD)"
-echo "shallow=$(git rev-parse --is-shallow-repository)"
-if [ -n "$2" ]; then echo "count=$(git rev-list --count HEAD 2>/dev/null)"; fi
+G=/usr/bin/git
+$G rev-parse --git-dir >/dev/null || exit 4
+echo "branch=$($G symbolic-ref -q --short HEAD)"
+echo "head=$($G rev-parse -q --verify HEAD)"
+echo "shallow=$($G rev-parse --is-shallow-repository)"
+echo "common_dir=$($G rev-parse --path-format=absolute --git-common-dir)"
+if [ -n "$2" ]; then echo "count=$($G rev-list --count HEAD 2>/dev/null)"; fi
 if [ -n "$3" ]; then
-  echo "url=$(git config --get "remote.$3.url")"
-  echo "remotes=$(git remote | tr '\n' ' ')"
+  echo "url=$($G config --get "remote.$3.url")"
+  echo "remotes=$($G remote | /usr/bin/tr '\n' ' ')"
 fi
 if [ -n "$4" ]; then
-  echo "upstream_remote=$(git config --get "branch.$4.remote")"
-  echo "upstream_merge=$(git config --get "branch.$4.merge")"
-  echo "branch_head=$(git rev-parse -q --verify "refs/heads/$4")"
+  echo "upstream_remote=$($G config --get "branch.$4.remote")"
+  echo "upstream_merge=$($G config --get "branch.$4.merge")"
+  echo "branch_head=$($G rev-parse -q --verify "refs/heads/$4")"
 fi
 """
 
@@ -31,7 +36,7 @@ async def repo_info(
     deps: GitDeps, ref: str, repo: str, *, count: bool = False, remote: str = "", branch: str = ""
 ) -> dict[str, str]:
     res = await run_in_sandbox(
-        deps, ref, ["sh", "-c", _INFO_SCRIPT, "sh", repo, "1" if count else "", remote, branch], cwd="/"
+        deps, ref, [SH, "-c", _INFO_SCRIPT, "sh", repo, "1" if count else "", remote, branch], cwd="/"
     )
     if res.exit_code == 3:
         raise InvalidRequest(f"{repo} does not exist or is not a directory in the sandbox")
@@ -47,7 +52,7 @@ def current_branch(info: dict[str, str], branch: str | None, repo: str, op: str)
         return check_branch(branch)
     if not info.get("branch"):
         raise InvalidRequest(f"HEAD of {repo} is detached: switch to a branch (git_checkout) or name one to {op}")
-    return info["branch"]
+    return check_branch(info["branch"], "current branch")  # the sandbox's word: checked like the model's
 
 
 def remote_url(info: dict[str, str], remote: str, repo: str) -> str:

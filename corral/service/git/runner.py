@@ -1,8 +1,12 @@
-"""Running git (and a few helpers) in the sandbox through the agent's `exec` op, argv only."""
+"""Running git in the sandbox through the agent's `exec` op: argv only, programs by absolute path,
+PATH set to root-owned directories (sandbox code owns /workspace/.local/bin, first on the image's
+PATH). These are the sandbox's own repositories: git there reads the sandbox's config and hooks,
+which is its business, because no such process has network or credentials."""
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +14,7 @@ from typing import Any
 from corral.config import WORKDIR
 from corral.errors import AgentRefused, CorralError, InvalidRequest
 from corral.sandbox_backend.engine import ExecOutput
-from corral.service.git.constants import GIT_ENV, Listener
+from corral.service.git.constants import GIT, GIT_ENV, Listener
 from corral.service.git.deps import GitDeps
 
 
@@ -46,7 +50,7 @@ async def run_in_sandbox(
     params: dict[str, Any] = {
         "argv": list(argv),
         "cwd": cwd,
-        "env": {**GIT_ENV, **(env or {})},
+        "env": {**(env or {}), **GIT_ENV},
         "timeout": limit,
         "max_output": max_output or deps.settings.exec.output_limit * 2,
         "stream": on_stderr is not None,
@@ -64,19 +68,22 @@ async def run_in_sandbox(
         if exc.field == "cwd":
             raise InvalidRequest(f"{cwd} does not exist or is not a directory in the sandbox") from None
         if exc.field == "argv" and exc.kind == "not_found":
-            raise InvalidRequest(f"{argv[0]} is not installed in this sandbox's image") from None
+            raise InvalidRequest(
+                f"{argv[0]} is not installed in this sandbox's image (Corral runs it by that path); "
+                "use an image with git, e.g. the default one"
+            ) from None
         raise
     return GitRun(
-        exit_code=res.get("exit_code"),
+        exit_code=code if isinstance(code := res.get("exit_code"), int) and not isinstance(code, bool) else None,
         stdout=str(res.get("stdout", "")),
         stderr=str(res.get("stderr", "")),
-        dropped=int(res.get("stdout_dropped", 0) or 0),
-        timed_out=bool(res.get("timed_out", False)),
+        dropped=dropped if isinstance(dropped := res.get("stdout_dropped"), int) else 0,
+        timed_out=res.get("timed_out") is True,
     )
 
 
 async def run_git(deps: GitDeps, ref: str, repo: str, *args: str, **kwargs: Any) -> GitRun:
-    return await run_in_sandbox(deps, ref, ["git", *args], cwd=repo, **kwargs)
+    return await run_in_sandbox(deps, ref, [GIT, *args], cwd=repo, **kwargs)
 
 
 async def run_git_ok(deps: GitDeps, ref: str, repo: str, *args: str, **kwargs: Any) -> GitRun:
@@ -116,6 +123,11 @@ def failure(
         return InvalidRequest(
             f"authentication failed for {target}: the server rejected the credentials; check the user "
             "name and the password or token (and that it may access this repository)"
+        )
+    if re.search(r"returned error: 30[12378]\b", low) or "redirect" in low:
+        return InvalidRequest(
+            f"{target} answered with a redirect, which Corral does not follow (it could lead to a host the "
+            "destination check did not approve); use the repository's final URL, e.g. https:// instead of http://"
         )
     if ("repository" in low and "not found" in low) or "error: 404" in low or "does not appear to be a git" in low:
         return InvalidRequest(f"no git repository at {target}: check the URL")
