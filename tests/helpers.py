@@ -18,11 +18,22 @@ def text_of(result: CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
-async def call_ok(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+# What every result that touches a sandbox also carries (corral/tools/_notes.py): its lease, and
+# notices such as "it was resumed". call_ok leaves them out, so a test of a tool compares the tool's
+# own result; call_noted keeps them.
+CALL_NOTES = ("lease", "leases", "notices")
+
+
+async def call_noted(client: Client, tool: str, **args: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, args)
     assert not result.is_error, f"{tool} failed: {text_of(result)}"
     assert result.structured_content is not None
     return result.structured_content
+
+
+async def call_ok(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    result = await call_noted(client, tool, **args)
+    return {key: value for key, value in result.items() if key not in CALL_NOTES}
 
 
 async def call_error(client: Client, tool: str, **args: Any) -> str:

@@ -16,7 +16,7 @@ from corral.server import build_server
 from corral.service import open_services
 from corral.service.clock import ManualClock
 from corral.service.containers import LABEL_ROLE, home_label
-from tests.helpers import call_ok, corral_cmd, corral_env
+from tests.helpers import call_noted, call_ok, corral_cmd, corral_env
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /workspace/count; sleep 0.2; done"
 
@@ -69,7 +69,7 @@ async def test_stop_and_start_keep_files_variables_and_a_running_process(client:
     assert stopped["status"] == "stopped" and stopped["memory_kept"] is True, stopped
     assert (await call_ok(client, "get_sandbox", sandbox=sandbox))["memory_saved"] is True
     # Any tool resumes it, and says so; the variable and the process come back.
-    value = await call_ok(client, "run_code", sandbox=sandbox, code="x + 1")
+    value = await call_noted(client, "run_code", sandbox=sandbox, code="x + 1")
     assert value["value"] == "42" and value["state_lost"] is False, value
     assert any("resumed with its memory" in n for n in value["notices"])
     after = await counting(client, sandbox)
@@ -83,7 +83,7 @@ async def test_stop_and_start_keep_files_variables_and_a_running_process(client:
     assert (await call_ok(client, "run_code", sandbox=sandbox, code="x"))["value"] == "41"
     # Without memory: files stay, the interpreter starts afresh and says so.
     assert (await call_ok(client, "stop_sandbox", sandbox=sandbox, memory=False))["memory_kept"] is False
-    fresh = await call_ok(client, "run_code", sandbox=sandbox, code="'x' in globals()")
+    fresh = await call_noted(client, "run_code", sandbox=sandbox, code="'x' in globals()")
     assert fresh["value"] == "False" and fresh["state_lost"] is True
     assert any("without its memory" in n for n in fresh["notices"])
 

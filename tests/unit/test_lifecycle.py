@@ -30,7 +30,7 @@ from corral.server import build_server
 from corral.service import Services, open_services
 from corral.service.agents import translate
 from corral.service.containers import LABEL_OWNER, LABEL_SANDBOX, home_label
-from tests.helpers import call_error, call_ok
+from tests.helpers import call_error, call_noted, call_ok
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ async def test_tools_over_mcp_against_the_fake_engine(settings: Settings) -> Non
         created = await call_ok(client, "create_sandbox", name="mcp-box", memory_mb=256)
         assert created["memory_mb"] == 256 and created["isolation"] == "gvisor"
         assert [s["id"] for s in (await call_ok(client, "list_sandboxes"))["sandboxes"]] == [created["id"]]
-        clamped = await call_ok(client, "create_sandbox", memory_mb=1)
+        clamped = await call_noted(client, "create_sandbox", memory_mb=1)
         assert clamped["memory_mb"] == 64 and clamped["notices"] == ["memory_mb: asked 1, set 64 (the minimum)"]
         assert "memory_mb must be a positive number" in await call_error(client, "create_sandbox", memory_mb=-5)
         await call_ok(client, "delete_sandbox", sandbox=clamped["id"])

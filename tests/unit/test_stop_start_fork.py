@@ -19,7 +19,7 @@ from corral.sandbox_backend.store import ProcessRecord, SandboxRecord, Store
 from corral.server import build_server
 from corral.service import Services, open_services
 from corral.service.forks import fork_image
-from tests.helpers import call_error, call_ok
+from tests.helpers import call_error, call_noted, call_ok
 
 
 def idle_ops() -> dict[str, Any]:
@@ -120,16 +120,16 @@ async def test_any_tool_resumes_a_stopped_sandbox_and_says_so(tmp_path: Path) ->
         created = await call_ok(client, "create_sandbox", name="napper")
         stopped = await call_ok(client, "stop_sandbox", sandbox="napper")
         assert stopped["memory_kept"] is True and stopped["status"] == "stopped"
-        listed = await call_ok(client, "list_contexts", sandbox="napper")
+        listed = await call_noted(client, "list_contexts", sandbox="napper")
         assert listed["notices"] == [
             f"sandbox {created['id']} was stopped and has been resumed with its memory (variables and processes kept)"
         ]
         assert set(listed["lease"]) == {"stops_at"}
-        quiet = await call_ok(client, "list_contexts", sandbox="napper")
+        quiet = await call_noted(client, "list_contexts", sandbox="napper")
         assert "notices" not in quiet  # said once, when it happened
         engine.capabilities = type(engine.capabilities)(checkpoint=False)
         await call_ok(client, "stop_sandbox", sandbox="napper")
-        listed = await call_ok(client, "list_contexts", sandbox="napper")
+        listed = await call_noted(client, "list_contexts", sandbox="napper")
         assert "resumed without its memory" in listed["notices"][0] and "state_lost" in listed["notices"][0]
 
 
@@ -187,7 +187,7 @@ async def test_options_past_the_maxima_are_clamped_and_reported(services: Servic
     with pytest.raises(InvalidRequest, match="cpus must be a positive number"):
         await services.sandboxes.create(cpus=0)
     async with Client(build_server(services.settings, engine=FakeEngine()), raise_exceptions=False) as client:
-        made = await call_ok(client, "create_sandbox", memory_mb=100000, cpus=8, idle_stop_after=5, delete_after=0)
+        made = await call_noted(client, "create_sandbox", memory_mb=100000, cpus=8, idle_stop_after=5, delete_after=0)
     assert (made["memory_mb"], made["cpus"], made["idle_stop_after"], made["delete_after"]) == (2048, 2.0, 60, None)
     assert made["notices"] == [
         "memory_mb: asked 100000, set 2048 (this server's maximum)",
