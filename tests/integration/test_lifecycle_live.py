@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import docker
+import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -227,3 +228,27 @@ async def test_a_snapshot_gives_new_sandboxes_its_files_and_leaves_the_base_imag
         del own[1:]
         await call_ok(client, "delete_snapshot", name="trained-v1")
         engine.close()
+
+
+async def test_an_exposed_port_stays_and_a_connection_resumes_the_stopped_sandbox(
+    client: Client, own: list[str]
+) -> None:
+    sandbox = (await call_ok(client, "create_sandbox"))["id"]
+    own.append(sandbox)
+    await call_ok(client, "write_file", sandbox=sandbox, path="site/index.html", content="served from memory")
+    server = await call_ok(client, "start_process", sandbox=sandbox, cwd="site",
+                           command="exec python3 -u -m http.server 8124 --bind 127.0.0.1")
+    await eventually(lambda: _serving(client, server["id"]), "the web server starting")
+    url = (await call_ok(client, "expose_port", sandbox=sandbox, port=8124))["url"]
+    async with httpx.AsyncClient(trust_env=False, timeout=60) as web:  # loopback only, never a proxy
+        assert (await web.get(url + "index.html")).text == "served from memory"
+        assert (await call_ok(client, "stop_sandbox", sandbox=sandbox))["memory_kept"] is True
+        # The listener stayed; the connection resumes the sandbox, whose server process was restored.
+        with anyio.fail_after(120):
+            assert (await web.get(url + "index.html")).text == "served from memory"
+    assert (await call_ok(client, "get_sandbox", sandbox=sandbox))["status"] == "running"
+
+
+async def _serving(client: Client, process: str) -> bool:
+    out = await call_ok(client, "process_output", process=process, since=0)
+    return "Serving HTTP" in out["output"]
