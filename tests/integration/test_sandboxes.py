@@ -72,7 +72,7 @@ async def test_bad_inputs_get_clear_errors(client: Client, sandbox: str) -> None
     assert "cobol" in language or "language" in language
     assert "'python'" in language and "'javascript'" in language and "'bash'" in language
     assert "invalid sandbox name" in await call_error(client, "create_sandbox", name="Bad Name")
-    assert "memory_mb must be between" in await call_error(client, "create_sandbox", memory_mb=1)
+    assert "memory_mb must be a positive number" in await call_error(client, "create_sandbox", memory_mb=-1)
     assert "timeout must be between" in await call_error(
         client, "run_command", sandbox=sandbox, command="true", timeout=100000
     )

@@ -56,13 +56,15 @@ async def test_booleans_and_numeric_strings_are_not_numbers(client: Client, sand
 
 async def test_unknown_arguments_are_rejected_naming_the_valid_ones(client: Client, sandbox: str) -> None:
     before = len((await call_ok(client, "list_sandboxes"))["sandboxes"])
-    message = await error_of(client, "create_sandbox", {"env": {"A": "1"}, "disk_gb": 5})
-    assert "disk_gb" in message and "env" in message, message
-    assert all(name in message for name in ("name", "image", "memory_mb", "cpus", "labels")), message
+    message = await error_of(client, "create_sandbox", {"environment": {"A": "1"}, "disk_gb": 5})
+    assert "disk_gb" in message and "environment" in message, message
+    assert all(name in message for name in ("name", "image", "memory_mb", "cpus", "labels", "env")), message
     assert len((await call_ok(client, "list_sandboxes"))["sandboxes"]) == before, "a sandbox was created anyway"
     message = await error_of(client, "run_command", {"sandbox": sandbox, "command": "true", "shell": "/bin/sh"})
     assert "shell" in message and "command" in message and "timeout" in message
     message = await error_of(client, "list_sandboxes", {"all": True})
+    assert "all" in message and "valid arguments: labels" in message
+    message = await error_of(client, "list_snapshots", {"all": True})
     assert "all" in message and "no arguments" in message
 
 
