@@ -13,6 +13,8 @@ when the server stops, and removed by `corral gc` once nothing records them.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -29,6 +31,21 @@ from corral.service.clock import Clock
 from corral.service.containers import Containers
 
 log = logging.getLogger(__name__)
+
+
+def started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        return int(text[text.rfind(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(member: PoolRecord) -> bool:
+    now = started(member.pid) if member.pid > 0 else None
+    return now is not None and (member.pid_start is None or now == member.pid_start)
 
 RETRY_AFTER = 30.0  # seconds between attempts while members cannot be made (say, the image is missing)
 WARM_CONTEXT = {"language": "python", "context": "default", "code": "pass", "timeout": 60, "max_output": 1024}
@@ -83,11 +100,28 @@ class WarmPool:
         self._wanted.set()
         return handed
 
+    async def remove_orphans(self) -> list[str]:
+        """Remove the members of servers on this host whose process is gone (killed before they
+        could drain their pool): nobody else would ever take or remove them."""
+        host, removed = socket.gethostname(), []
+        for member in await self._table.list():
+            if member.instance_id != self._instance and member.host == host and not alive(member):
+                await self._discard(member.sandbox_id, member.container_id)
+                removed.append(member.sandbox_id)
+        return removed
+
     async def run(self) -> None:
         """Keep `size` members ready (supervised by the caller); one is made at a time."""
         notes.detached()
         if self._stopped:
             return
+        try:
+            gone = await self.remove_orphans()
+        except CorralError as exc:
+            log.warning("warm pool: could not remove members of servers that died: %s", exc)
+        else:
+            if gone:
+                log.info("warm pool: removed %d member(s) of servers that died", len(gone))
         self._scope = anyio.CancelScope()
         with self._scope:
             while True:
@@ -119,7 +153,9 @@ class WarmPool:
             created_at=now,
             last_used_at=now,
         )
-        await self._table.insert(PoolRecord(rec.id, None, self.spec, self._instance, False, now))
+        me = os.getpid()
+        member = PoolRecord(rec.id, None, self.spec, self._instance, False, now, socket.gethostname(), me, started(me))
+        await self._table.insert(member)
         container_id = None
         try:
             container_id = await self._engine.create_container(self._containers.sandbox_spec(rec, role="pool"))

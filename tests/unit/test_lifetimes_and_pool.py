@@ -248,3 +248,25 @@ async def test_idle_lifetime_defaults_and_maxima_come_from_the_operator(tmp_path
         assert (default.idle_stop_after, default.delete_after) == (900, 7200)
         never = await services.sandboxes.create(idle_stop_after=0, delete_after=0)
         assert (never.idle_stop_after, never.delete_after) == (3600, 7200)
+
+
+async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(tmp_path: Path, engine: FakeEngine) -> None:
+    settings = settings_for(tmp_path, pool_size=1)
+    async with open_services(settings, engine=engine) as services:
+        await pool_ready(services, 1)
+        # That server is killed: nothing drains its pool. Its row says which process made it.
+        store = await Store.open(settings.db_path)
+        try:
+            [member] = await store.pool.list()
+            dead = member.__class__(**{**member.__dict__, "instance_id": "dead0000", "pid": 2**22 + 7})
+            await store.pool.delete(member.sandbox_id)
+            await store.pool.insert(dead)
+        finally:
+            await store.close()
+        services.sandboxes.pool._stopped = True
+    assert [c.id for c in engine.by_label(LABEL_ROLE, "pool")] == [dead.container_id]
+    async with open_services(settings_for(tmp_path, pool_size=1), engine=engine) as services:
+        await until(lambda: dead.container_id not in engine.containers, "the dead server's member going")
+        await until(lambda: len(members(engine)) == 1, "a member of this server's own")
+        pool_rows = await services.sandboxes._reconciler._pool.list()  # type: ignore[union-attr]
+        assert dead.sandbox_id not in {m.sandbox_id for m in pool_rows}

@@ -45,6 +45,9 @@ class PoolRecord:
     instance_id: str
     ready: bool
     created_at: float
+    host: str = ""
+    pid: int = 0
+    pid_start: int | None = None
 
 
 @dataclass(frozen=True)
