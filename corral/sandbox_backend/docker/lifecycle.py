@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,18 @@ def start(api: docker.APIClient, container_id: str, checkpoint: str | None) -> N
         api.start(container_id)
         return
     url = api._url("/containers/{0}/start", container_id)
-    try:
-        api._raise_for_status(api._post(url, params={"checkpoint": _check_name(checkpoint)}))
-    except docker.errors.APIError as exc:
-        raise CheckpointUnavailable(f"the engine could not restore the checkpoint: {_reason(exc)}") from exc
+    for attempt in range(2):
+        try:
+            api._raise_for_status(api._post(url, params={"checkpoint": _check_name(checkpoint)}))
+            return
+        except docker.errors.APIError as exc:
+            # dockerd uploads the checkpoint to containerd's content store, and sometimes finds it
+            # there already ("commit failed: content sha256:...: already exists"); it removes the
+            # upload when the start ends, and a second attempt then goes through.
+            if attempt == 0 and "already exists" in _reason(exc):
+                time.sleep(0.5)
+                continue
+            raise CheckpointUnavailable(f"the engine could not restore the checkpoint: {_reason(exc)}") from exc
 
 
 def remove_checkpoint(api: docker.APIClient, container_id: str, name: str) -> None:
