@@ -178,7 +178,9 @@ class WarmPool:
             try:
                 await self._engine.remove(container_id)
             except CorralError as exc:
-                log.warning("warm pool: could not remove %s: %s", container_id[:12], exc)
+                # At shutdown a member being made is removed by its maker and by drain at once.
+                level = logging.DEBUG if "already in progress" in str(exc) else logging.WARNING
+                log.log(level, "warm pool: could not remove %s: %s", container_id[:12], exc)
         await self._table.delete(sandbox_id)
 
     async def drain(self) -> None:
