@@ -13,7 +13,7 @@ import platformdirs
 
 from corral.errors import ConfigurationError
 
-DEFAULT_IMAGE = "corral/sandbox:2"  # the tag is the image recipe version
+DEFAULT_IMAGE = "corral/sandbox:3"  # the tag is the image recipe version
 RUNTIME_GVISOR = "corral-runsc"
 RUNTIME_GVISOR_NET = "corral-runsc-net"
 RUNTIME_RUNC = "runc"

@@ -91,6 +91,10 @@ class Engine(Protocol):
 
     async def image_exists(self, name: str) -> bool: ...
 
+    async def image_size(self, name: str) -> int | None:
+        """The image's size in bytes (uncompressed, as `docker images` shows it); None if absent."""
+        ...
+
     async def pull_image(self, name: str) -> None: ...
 
     async def create_container(self, spec: ContainerSpec) -> str:
