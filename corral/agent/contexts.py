@@ -280,13 +280,20 @@ def clean_outputs(outputs: object) -> list[dict[str, Any]]:
             if isinstance(image, str) and image_total + len(image) <= MAX_IMAGES:
                 clean[key] = image
                 image_total += len(image)
-        if "json" in output and len(json.dumps(output["json"])) <= MAX_VALUE:
+        if "json" in output and _json_size(output["json"]) <= MAX_VALUE:
             clean["json"] = output["json"]
-        if isinstance(output.get("chart"), dict) and len(json.dumps(output["chart"])) <= MAX_VALUE:
+        if isinstance(output.get("chart"), dict) and _json_size(output["chart"]) <= MAX_VALUE:
             clean["chart"] = output["chart"]
         if len(clean) > 1:
             kept.append(clean)
     return kept
+
+
+def _json_size(value: object) -> int:
+    try:
+        return len(json.dumps(value))
+    except (ValueError, TypeError, RecursionError):
+        return MAX_VALUE + 1  # unserializable or absurdly nested: dropped
 
 
 def session_memory(session: int) -> int | None:
