@@ -14,7 +14,7 @@ import platformdirs
 
 from corral.errors import ConfigurationError
 
-DEFAULT_IMAGE = "corral/sandbox:2"  # the tag is the image recipe version
+DEFAULT_IMAGE = "corral/sandbox:3"  # the tag is the image recipe version
 RUNTIME_GVISOR = "corral-runsc"
 RUNTIME_GVISOR_NET = "corral-runsc-net"
 RUNTIME_RUNC = "runc"
@@ -135,7 +135,7 @@ def image_patterns(name: str) -> tuple[str, ...]:
     for pattern in patterns:
         if not _IMAGE_PATTERN_RE.match(pattern):
             raise ConfigurationError(
-                f"{name}: {pattern!r} is not an image name or pattern (e.g. 'corral/sandbox:2', 'python:*', "
+                f"{name}: {pattern!r} is not an image name or pattern (e.g. 'corral/sandbox:3', 'python:*', "
                 "'ghcr.io/org/*' or '*')"
             )
     return patterns

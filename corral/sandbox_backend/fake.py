@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from corral.agent.bundle import agent_version
+from corral.config import DEFAULT_IMAGE
 from corral.errors import BackendError, BackendUnavailable, CorralError, ImageNotFound
 from corral.sandbox_backend.engine import (
     Capabilities,
@@ -158,13 +159,14 @@ class FakeEngine:
         self,
         *,
         runtimes: Sequence[str] = ("runc", "corral-runsc", "corral-runsc-net"),
-        images: Sequence[str] = ("corral/sandbox:2",),
+        images: Sequence[str] = (DEFAULT_IMAGE,),
         pullable: Sequence[str] = (),
         agent_ops: Mapping[str, AgentOp] | None = None,
         agent_version: str | None = None,
     ) -> None:
         self.containers: dict[str, FakeContainer] = {}
         self.images: set[str] = set(images)
+        self.image_bytes = 1_000_000_000
         self.pullable: set[str] = set(pullable)
         self.networks: dict[str, dict[str, str]] = {}
         self.runtime_names: set[str] = set(runtimes)
@@ -236,6 +238,10 @@ class FakeEngine:
     async def list_images(self) -> set[str]:
         self._enter("list_images")
         return set(self.images)
+
+    async def image_size(self, name: str) -> int | None:
+        self._enter("image_size", name)
+        return self.image_bytes if name in self.images else None
 
     async def pull_image(self, name: str) -> None:
         self._enter("pull_image", name)

@@ -33,7 +33,7 @@ async def create_sandbox(
     ] = None,
     image: Annotated[
         str | None,
-        Field(description="Container image; default: Corral's image (python3, node, git, matplotlib)."),
+        Field(description="Container image; default: Corral's (Python data stack, node/TypeScript, build tools)."),
     ] = None,
     memory_mb: Annotated[int | None, Field(description="Memory limit in MiB (default 1024).")] = None,
     cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,

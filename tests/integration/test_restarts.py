@@ -13,7 +13,7 @@ import docker
 import pytest
 from mcp import Client, StdioServerParameters
 
-from corral.config import LABEL_NAMESPACE, Settings
+from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, Settings
 from corral.server import build_server
 from corral.service.containers import home_label
 from tests.helpers import call_error, call_ok, corral_cmd, corral_env, run_cli
@@ -131,7 +131,7 @@ def test_gc_removes_labelled_containers_without_a_record(home: Path) -> None:
     docker_client = docker.from_env()
     try:
         orphan = docker_client.containers.run(
-            "corral/sandbox:2",
+            DEFAULT_IMAGE,
             ["sleep", "infinity"],
             detach=True,
             runtime="corral-runsc",

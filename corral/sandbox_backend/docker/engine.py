@@ -112,6 +112,15 @@ class DockerEngine:
 
         return await self._run("list images", ls)
 
+    async def image_size(self, name: str) -> int | None:
+        def size() -> int | None:
+            try:
+                return int(self._client.images.get(name).attrs.get("Size") or 0)
+            except docker.errors.ImageNotFound:
+                return None
+
+        return await self._run(f"look up image {name}", size)
+
     async def pull_image(self, name: str) -> None:
         await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
 
