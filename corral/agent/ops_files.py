@@ -18,11 +18,12 @@ MAX_READ = 8 * 1024 * 1024  # base64 of this still fits in one frame
 DEFAULT_READ = 1024 * 1024
 
 
-@op("read_file", "path", "offset", "max_bytes")
+@op("read_file", "path", "offset", "max_bytes", "binary")
 def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
     offset = p.integer("offset", 0, lo=0, hi=1 << 62)
     max_bytes = p.integer("max_bytes", DEFAULT_READ, lo=0, hi=MAX_READ)
+    binary = p.boolean("binary", False)
     try:
         # O_NONBLOCK so a FIFO cannot hang the request before we get to reject it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -41,11 +42,12 @@ def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
         os.close(fd)
     truncated = len(data) > max_bytes
     data = data[:max_bytes]
-    return {
-        "data_b64": base64.b64encode(data).decode("ascii"),
-        "size": max(st.st_size, offset + len(data)),
-        "truncated": truncated,
-    }
+    result: dict[str, Any] = {"size": max(st.st_size, offset + len(data)), "truncated": truncated}
+    if binary:
+        result["bytes"] = data  # raw, in a binary frame
+    else:
+        result["data_b64"] = base64.b64encode(data).decode("ascii")
+    return result
 
 
 def pread_upto(fd: int, count: int, offset: int) -> bytes:
@@ -60,10 +62,10 @@ def pread_upto(fd: int, count: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-@op("write_file", "path", "data_b64", "mkdirs", "append", "mode")
+@op("write_file", "path", "bytes", "data_b64", "mkdirs", "append", "mode")
 def op_write_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
-    data = p.b64("data_b64")
+    data = p.data("bytes", "data_b64")
     mkdirs = p.boolean("mkdirs", True)
     append = p.boolean("append", False)
     mode = p.integer("mode", None, lo=0, hi=0o7777)

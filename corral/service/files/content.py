@@ -55,8 +55,8 @@ async def read_file(
     if end_line is not None and end_line < (start_line or 1):
         raise InvalidRequest(f"end_line ({end_line}) must be >= start_line ({start_line or 1})")
     limit = deps.policy.max_file_bytes
-    res = await deps.sandboxes.request(ref, "read_file", {"path": full, "max_bytes": limit}, timeout=60)
-    data = base64.b64decode(str(res.get("data_b64", "")))
+    res = await deps.sandboxes.request(ref, "read_file", {"path": full, "max_bytes": limit, "binary": True}, timeout=60)
+    data = res.get("bytes", b"")
     size = int(res.get("size", len(data)))
     truncated = bool(res.get("truncated", False))
     mime = sniff_image(data)
@@ -112,7 +112,7 @@ async def write_file(
     else:
         raise InvalidRequest(f"unknown encoding {encoding!r}; use 'text' or 'base64'")
     check_size("content", len(data), deps.policy.max_file_bytes)
-    params = {"path": full, "data_b64": base64.b64encode(data).decode(), "mkdirs": True, "append": append}
+    params = {"path": full, "bytes": data, "mkdirs": True, "append": append}
     res = await deps.sandboxes.request(ref, "write_file", params, timeout=60)
     return FileWritten(path=full, size=int(res.get("size", len(data))))
 
