@@ -9,7 +9,7 @@ import socket
 import time
 
 # Importing the ops_* modules registers their ops.
-from . import ops_agent, ops_code, ops_exec, ops_files, ops_fs, ops_procs, ops_signal  # noqa: F401
+from . import ops_agent, ops_code, ops_exec, ops_files, ops_fs, ops_lines, ops_procs, ops_signal  # noqa: F401
 from .bundle import agent_version
 from .driver import reserve_low_fds
 from .relay import DAEMON_LOCK_WAIT

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
+import grp
+import hashlib
 import os
+import pwd
 import secrets
 import stat
 from typing import Any
@@ -169,16 +173,25 @@ def walk_dir(
         except OSError:
             continue
         kind = file_type(st.st_mode)
-        entries.append({"path": rel, "type": kind, "size": st.st_size, "mtime": st.st_mtime})
+        entry = {"path": rel, "type": kind, "size": st.st_size, "mtime": st.st_mtime, "mode": stat.S_IMODE(st.st_mode)}
+        entry["owner"] = user_name(st.st_uid)
+        if kind == "symlink":
+            try:
+                entry["link_target"] = os.readlink(full)
+            except OSError:
+                pass
+        entries.append(entry)
         if kind == "dir" and depth > 1:
             if walk_dir(req, full, rel + "/", depth - 1, max_entries, entries):
                 return True
     return False
 
 
-@op("stat", "path")
+@op("stat", "path", "sha256", "head")
 def op_stat(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
+    want_hash = p.boolean("sha256", False)
+    head = p.integer("head", 0, lo=0, hi=65536)
     try:
         lst = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -191,7 +204,63 @@ def op_stat(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
         try:
             result["link_target"] = os.readlink(path)
             st = os.stat(path)
+            result["target_type"] = file_type(st.st_mode)
         except OSError:
             pass
-    result.update(size=st.st_size, mtime=st.st_mtime, mode=stat.S_IMODE(st.st_mode))
+    result.update(size=st.st_size, mtime=st.st_mtime, mode=stat.S_IMODE(st.st_mode), **owner_of(st))
+    if stat.S_ISREG(st.st_mode) and (want_hash or head):
+        result.update(read_summary(req, path, want_hash, head))
     return result
+
+
+def owner_of(st: os.stat_result) -> dict[str, Any]:
+    return {"uid": st.st_uid, "gid": st.st_gid, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
+
+
+@functools.lru_cache(maxsize=64)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name[:64]
+    except (KeyError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name[:64]
+    except (KeyError, OSError):
+        return None
+
+
+HASH_LIMIT = 1 << 30  # files bigger than this are not hashed (sha256 is null)
+
+
+def read_summary(req: Request, path: str, want_hash: bool, head: int) -> dict[str, Any]:
+    """The first `head` bytes (raw, as `bytes`) and the sha256 of the whole file, in one pass."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+    try:
+        out: dict[str, Any] = {"bytes": os.pread(fd, head, 0)} if head else {}
+        if want_hash:
+            out["sha256"] = None
+            if os.fstat(fd).st_size <= HASH_LIMIT:
+                digest = hashlib.sha256()
+                buf = bytearray(1 << 20)
+                view = memoryview(buf)
+                offset = 0
+                while True:
+                    req.check_cancelled()
+                    n = os.preadv(fd, [buf], offset)
+                    if not n:
+                        break
+                    digest.update(view[:n])
+                    offset += n
+                out["sha256"] = digest.hexdigest()
+        return out
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ from corral import __version__
 from corral.config import Settings
 from corral.sandbox_backend.engine import Engine
 from corral.service import Services, open_services
-from corral.tools import DEFAULT_GROUPS, register
+from corral.tools import DEFAULT_GROUPS, build_tools
 
 INSTRUCTIONS = """\
 Corral gives you Linux sandboxes (gVisor containers) to run code in.
@@ -54,6 +54,6 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
+        tools=build_tools(groups),
     )
-    register(server, groups)
     return server

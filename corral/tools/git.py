@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from corral.service.git import OnProgress
 from corral.service.git.models import (
+    GitBranches,
     GitCheckoutResult,
     GitCloneResult,
     GitCommitResult,
@@ -100,6 +101,21 @@ async def git_checkout(
     return await services(ctx).git.checkout(sandbox, repo, branch, create=create, start_point=start_point)
 
 
+async def git_branches(
+    ctx: Context,
+    sandbox: SandboxRef,
+    repo: RepoArg,
+    action: Literal["list", "create", "delete"] = "list",
+    name: Annotated[str | None, Field(description="Branch to create or delete.")] = None,
+    start_point: Annotated[str | None, Field(description="Create from this (default HEAD).")] = None,
+    force: Annotated[bool, Field(description="Create: move an existing branch. Delete: even if unmerged.")] = False,
+) -> GitBranches:
+    """List local and remote branches, or create or delete one (without switching: git_checkout)."""
+    return await services(ctx).git.branches(
+        sandbox, repo, action=action, name=name, start_point=start_point, force=force
+    )
+
+
 async def git_commit(
     ctx: Context,
     sandbox: SandboxRef,
@@ -159,6 +175,7 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(git_diff, "Git diff", read_only=True, idempotent=True),
     ToolSpec(git_log, "Git log", read_only=True, idempotent=True),
     ToolSpec(git_checkout, "Git switch branch", idempotent=True),
+    ToolSpec(git_branches, "Git branches", destructive=True),
     ToolSpec(git_commit, "Git commit"),
     ToolSpec(git_push, "Git push", destructive=True, open_world=True),
     ToolSpec(git_pull, "Git pull", open_world=True),
