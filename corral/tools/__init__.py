@@ -72,7 +72,7 @@ def shaped(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = await fn(*args, **kwargs)
-        if isinstance(result, BaseModel):
+        if isinstance(result, BaseModel) and not isinstance(result, CallToolResult):
             return CallToolResult(
                 content=[TextContent(type="text", text=render(result))],
                 structured_content=result.model_dump(mode="json"),

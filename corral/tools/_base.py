@@ -42,12 +42,12 @@ class ToolSpec:
 
     @property
     def annotations(self) -> ToolAnnotations:
-        # Only what differs from the MCP defaults (readOnly false, destructive true, idempotent
-        # false, openWorld true); the title is the tool's own. Sandboxes have no network by
-        # default: most tools' effects stay inside them.
+        # Left out where the MCP default says it (readOnly false, idempotent false; destructive
+        # means nothing for a read-only tool); the title is the tool's own. Sandboxes have no
+        # network by default: most tools' effects stay inside them.
         return ToolAnnotations(
             read_only_hint=True if self.read_only else None,
-            destructive_hint=None if self.read_only or self.destructive else False,
+            destructive_hint=None if self.read_only else self.destructive,
             idempotent_hint=True if self.idempotent else None,
             open_world_hint=None if self.open_world else False,
         )

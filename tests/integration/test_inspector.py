@@ -45,6 +45,6 @@ def test_inspector_lists_tools_creates_a_sandbox_runs_code_and_reads_a_file(home
 
     read = inspector(home, "--method", "tools/call", "--tool-name", "read_file", "--tool-arg", "sandbox=insp",
                      "--tool-arg", "path=out.txt")
-    assert read["structuredContent"]["content"] == "42"
+    assert read["structuredContent"]["content"] == "     1\t42\n"
 
     inspector(home, "--method", "tools/call", "--tool-name", "delete_sandbox", "--tool-arg", "sandbox=insp")

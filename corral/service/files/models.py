@@ -50,7 +50,7 @@ class FileRead(BaseModel):
     start_line: int | None = None
     end_line: int | None = None
     total_lines: int | None = None
-    truncated: bool = Field(default=False, description="More lines (or bytes) follow what was returned.")
+    truncated: bool = Field(default=False, description="The range asked for (to the end by default) was cut short.")
     byte_offset: int | None = None
     mime_type: str | None = None
     sha256: str | None = None
