@@ -72,6 +72,10 @@ class Settings:
     host_dirs: tuple[Path, ...] = ()
     # Where expose_port listens on the host; CORRAL_PORT_HOST.
     port_host: str = "127.0.0.1"
+    # Publish each tool's outputSchema in tools/list (CORRAL_OUTPUT_SCHEMAS=1). Off by default: the
+    # schemas would double what tools/list costs a model's context; results carry
+    # structuredContent either way.
+    output_schemas: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -96,7 +100,18 @@ class Settings:
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
             git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
+            output_schemas=env_flag("CORRAL_OUTPUT_SCHEMAS"),
         )
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no setting from the environment (1/true/yes, 0/false/no or unset)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name}={raw!r} is not a valid flag; use 1/true/yes or 0/false/no")
 
 
 N = TypeVar("N", int, float)

@@ -45,11 +45,13 @@ def parse_groups(spec: str | None) -> tuple[str, ...]:
     return groups
 
 
-def build_tools(groups: tuple[str, ...] = DEFAULT_GROUPS) -> list[Tool]:
-    return [build_tool(spec) for group in groups for spec in GROUPS[group]]
+def build_tools(groups: tuple[str, ...] = DEFAULT_GROUPS, *, output_schemas: bool = False) -> list[Tool]:
+    return [build_tool(spec, output_schema=output_schemas) for group in groups for spec in GROUPS[group]]
 
 
-def build_tool(spec: ToolSpec) -> Tool:
+def build_tool(spec: ToolSpec, *, output_schema: bool = False) -> Tool:
+    """The tool for `spec`. Its output schema is published only with `output_schema` (it would
+    double what tools/list costs a model); results carry structuredContent either way."""
     tool = Tool.from_function(
         shaped(audited(spec.fn)),
         title=spec.title,
@@ -60,7 +62,7 @@ def build_tool(spec: ToolSpec) -> Tool:
     tool.parameters = lean_schema(tool.parameters)
     meta = tool.fn_metadata
     if meta.output_schema is not None:
-        meta.output_schema = lean_output_schema(meta.output_schema)
+        meta.output_schema = lean_output_schema(meta.output_schema) if output_schema else None
     if spec.aliases:
         meta.arg_model = _accepting(meta.arg_model, spec.aliases)
     return tool

@@ -8,12 +8,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
 
 from corral.errors import CorralError
 from corral.service import Services
@@ -54,7 +53,7 @@ class ToolSpec:
 
 
 # Every tool takes it; what it is is said once, in the server's instructions.
-SandboxRef = Annotated[str, Field(description="Sandbox id or name.")]
+SandboxRef = str
 
 
 def services(ctx: Context) -> Services:

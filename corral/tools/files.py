@@ -28,11 +28,11 @@ from corral.tools._render import renders
 
 MAX_SHOWN = 500  # listing lines in the text; the structured result has them all
 
-PathArg = Annotated[str, Field(description="Path; relative to /workspace.")]
-DirArg = Annotated[str, Field(description="Directory to search (default /workspace).")]
-HostPath = Annotated[str, Field(description="Path on the server, in a directory the operator allowed.")]
-Overwrite = Annotated[bool, Field(description="Replace an existing destination.")]
-Line = Annotated[int | None, Field(description="Line number (1-based; negative counts from the end).")]
+PathArg = str
+DirArg = str
+HostPath = Annotated[str, Field(description="Path on the server, in an allowed directory.")]
+Overwrite = bool
+Line = Annotated[int | None, Field(description="1-based; negative counts from the end.")]
 
 
 async def read_file(
@@ -41,13 +41,12 @@ async def read_file(
     path: PathArg,
     start_line: Line = None,
     end_line: Line = None,
-    raw: Annotated[bool, Field(description="Text without line numbers.")] = False,
-    byte_offset: Annotated[int | None, Field(description="Read bytes from here instead (base64).")] = None,
-    byte_count: Annotated[int | None, Field(description="Bytes to read (default 64 KiB).")] = None,
+    raw: Annotated[bool, Field(description="No line numbers.")] = False,
+    byte_offset: Annotated[int | None, Field(description="Read bytes (base64) instead.")] = None,
+    byte_count: Annotated[int | None, Field(description="Default 64 KiB.")] = None,
 ) -> FileRead:
-    """Read a text file as numbered lines (up to 2000 per call; total_lines says how many there
-    are). Images come back as images; other binary files are described (type, size, sha256)
-    unless you ask for a byte range."""
+    """Read a text file as numbered lines (2000 per call at most). Images come back as images;
+    other binary files are described (type, size, sha256) unless you ask for bytes."""
     result, image = await services(ctx).files.read_file(
         sandbox,
         path,
@@ -94,7 +93,7 @@ async def write_file(
     path: PathArg,
     content: Annotated[str, Field(description="Text, or base64 with encoding='base64'.")],
     encoding: Literal["text", "base64"] = "text",
-    append: Annotated[bool, Field(description="Append instead of replacing.")] = False,
+    append: bool = False,
 ) -> FileWritten:
     """Write a file (max 8 MiB), creating parent directories."""
     return await services(ctx).files.write_file(sandbox, path, content, encoding=encoding, append=append)
@@ -103,11 +102,11 @@ async def write_file(
 async def list_files(
     ctx: Context,
     sandbox: SandboxRef,
-    path: Annotated[str, Field(description="Directory (default /workspace).")] = WORKDIR,
-    depth: Annotated[int, Field(description="Levels to descend (1 = direct children).")] = 1,
+    path: str = WORKDIR,
+    depth: Annotated[int, Field(description="Levels (1 = direct children).")] = 1,
     max_entries: int = 200,
 ) -> FileListing:
-    """List a directory, hidden files included: type, size, mode, owner, mtime, symlink target."""
+    """List a directory (hidden files too): type, size, mode, owner, mtime, symlink target."""
     return await services(ctx).files.list_files(sandbox, path, depth=depth, max_entries=max_entries)
 
 
@@ -125,9 +124,9 @@ async def get_file_info(
     ctx: Context,
     sandbox: SandboxRef,
     path: PathArg,
-    sha256: Annotated[bool, Field(description="Also hash the file.")] = False,
+    sha256: bool = False,
 ) -> FileInfo:
-    """Whether a path exists, and its type, size, mode, owner, mtime, symlink target, MIME type."""
+    """Whether a path exists; its type, size, mode, owner, mtime, symlink target, MIME type."""
     return await services(ctx).files.file_info(sandbox, path, sha256=sha256)
 
 
@@ -135,14 +134,14 @@ async def edit_file(
     ctx: Context,
     sandbox: SandboxRef,
     path: PathArg,
-    new_text: Annotated[str, Field(description="Replacement ('' deletes).")],
-    old_text: Annotated[str | None, Field(description="Exact text to replace; must occur once.")] = None,
-    replace_all: Annotated[bool, Field(description="Replace every occurrence.")] = False,
-    start_line: Annotated[int | None, Field(description="Or: first line to replace.")] = None,
-    end_line: Annotated[int | None, Field(description="Last line to replace (default start_line).")] = None,
+    new_text: str,
+    old_text: Annotated[str | None, Field(description="Exact text; must occur once.")] = None,
+    replace_all: bool = False,
+    start_line: int | None = None,
+    end_line: int | None = None,
 ) -> FileEdited:
-    """Replace old_text (old_string) with new_text (new_string), or lines start_line..end_line.
-    Changes nothing if old_text is missing or not unique; returns the changed lines."""
+    """Replace old_text (or old_string) with new_text (or new_string), or lines
+    start_line..end_line. Changes nothing unless old_text occurs exactly once."""
     return await services(ctx).files.edit_file(sandbox,
         path,
         new_text,
@@ -157,8 +156,8 @@ async def delete_path(
     ctx: Context,
     sandbox: SandboxRef,
     path: PathArg,
-    recursive: Annotated[bool, Field(description="Needed for a non-empty directory.")] = False,
-    missing_ok: Annotated[bool, Field(description="A missing path is not an error.")] = False,
+    recursive: Annotated[bool, Field(description="For a non-empty directory.")] = False,
+    missing_ok: bool = False,
 ) -> PathDeleted:
     """Delete a file, symlink or directory."""
     return await services(ctx).files.delete_path(sandbox, path, recursive=recursive, missing_ok=missing_ok)
@@ -168,7 +167,7 @@ async def move_path(
     ctx: Context,
     sandbox: SandboxRef,
     source: PathArg,
-    destination: Annotated[str, Field(description="New full path (not a directory to move into).")],
+    destination: Annotated[str, Field(description="The new path itself.")],
     overwrite: Overwrite = False,
 ) -> PathMoved:
     """Move or rename a file or directory."""
@@ -183,12 +182,12 @@ async def make_dir(ctx: Context, sandbox: SandboxRef, path: PathArg) -> DirMade:
 async def search_files(
     ctx: Context,
     sandbox: SandboxRef,
-    pattern: Annotated[str, Field(description="Python regex (plain text with literal=true).")],
+    pattern: Annotated[str, Field(description="Python regex, or text with literal=true.")],
     path: DirArg = WORKDIR,
-    glob: Annotated[str | None, Field(description="Only files matching, e.g. '*.py'.")] = None,
+    glob: Annotated[str | None, Field(description="e.g. '*.py'")] = None,
     literal: bool = False,
     ignore_case: bool = False,
-    max_results: Annotated[int, Field(description="At most 1000.")] = 100,
+    max_results: int = 100,
 ) -> SearchResult:
     """Search file contents like grep -rn (skips binary files, .git, node_modules, .venv)."""
     return await services(ctx).files.search_files(sandbox,
@@ -204,10 +203,10 @@ async def search_files(
 async def find_files(
     ctx: Context,
     sandbox: SandboxRef,
-    pattern: Annotated[str, Field(description="Glob: '*.py' (any depth) or 'src/**/*.ts'.")],
+    pattern: Annotated[str, Field(description="'*.py' (any depth) or 'src/**/*.ts'")],
     path: DirArg = WORKDIR,
     type: Literal["file", "dir", "any"] = "any",
-    max_results: Annotated[int, Field(description="At most 1000.")] = 200,
+    max_results: int = 200,
 ) -> FindResult:
     """Find files and directories by glob (skips inside .git, node_modules, .venv)."""
     return await services(ctx).files.find_files(sandbox, pattern, path=path, type=type, max_results=max_results)
@@ -216,14 +215,14 @@ async def find_files(
 async def upload(
     ctx: Context, sandbox: SandboxRef, host_path: HostPath, path: PathArg, overwrite: Overwrite = False
 ) -> Transfer:
-    """Copy a file or directory from the server into the sandbox (operator-allowed dirs only)."""
+    """Copy a file or directory from the server (allowed directories only) into the sandbox."""
     return await services(ctx).files.upload(sandbox, host_path, path, overwrite=overwrite)
 
 
 async def download(
     ctx: Context, sandbox: SandboxRef, path: PathArg, host_path: HostPath, overwrite: Overwrite = False
 ) -> Transfer:
-    """Copy a file or directory from the sandbox to the server (operator-allowed dirs only)."""
+    """Copy a file or directory from the sandbox to the server (allowed directories only)."""
     return await services(ctx).files.download(sandbox, path, host_path, overwrite=overwrite)
 
 

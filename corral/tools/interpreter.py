@@ -12,25 +12,20 @@ from corral.tools._base import SandboxRef, ToolSpec, progress, services
 from corral.tools._content import with_images
 from corral.tools.core import Timeout
 
-ContextName = Annotated[str, Field(description="Interpreter context: separate namespaces in one sandbox.")]
-LanguageArg = Annotated[Literal["python", "javascript", "bash"], Field(description="Interpreter language.")]
+ContextName = Annotated[str, Field(description="Separate namespaces in one sandbox.")]
+LanguageArg = Literal["python", "javascript", "bash"]
 
 
 async def run_code(
     ctx: Context,
     sandbox: SandboxRef,
-    code: Annotated[str, Field(description="Source code to run.")],
+    code: str,
     language: LanguageArg = "python",
     context: ContextName = "default",
     timeout: Timeout = None,
 ) -> CodeResult:
-    """Run code in a persistent interpreter, like a notebook cell.
-
-    Variables, imports and functions persist between calls in the same (language, context).
-    The value of a final expression is returned as `value`; matplotlib figures come back as
-    PNG images. On timeout the code is interrupted and the context usually keeps its state
-    (`state_lost` says if it did not).
-    """
+    """Run code like a notebook cell: variables and imports persist per (language, context); a final
+    expression's value is returned, matplotlib figures as images. A timeout interrupts it."""
     result, images = await services(ctx).execution.run_code(
         sandbox,
         code,
@@ -63,7 +58,7 @@ class ContextAction(BaseModel):
 
 
 async def list_contexts(ctx: Context, sandbox: SandboxRef) -> ContextList:
-    """List the live interpreter contexts of a sandbox (language, name, busy, number of runs)."""
+    """List a sandbox's interpreter contexts."""
     raw = await services(ctx).execution.list_contexts(sandbox)
     return ContextList(contexts=[ContextInfo.model_validate(c) for c in raw])
 
@@ -71,7 +66,7 @@ async def list_contexts(ctx: Context, sandbox: SandboxRef) -> ContextList:
 async def restart_context(
     ctx: Context, sandbox: SandboxRef, language: LanguageArg = "python", context: ContextName = "default"
 ) -> ContextAction:
-    """Reset an interpreter context: all its variables and imports are discarded."""
+    """Reset an interpreter context, discarding its variables and imports."""
     await services(ctx).execution.restart_context(sandbox, language, context)
     return ContextAction(language=language, context=context, done="restarted")
 
@@ -79,7 +74,7 @@ async def restart_context(
 async def interrupt_context(
     ctx: Context, sandbox: SandboxRef, language: LanguageArg = "python", context: ContextName = "default"
 ) -> ContextAction:
-    """Interrupt code running in a context (like Ctrl-C); its state is kept."""
+    """Interrupt a context's running code (Ctrl-C); its state is kept."""
     await services(ctx).execution.interrupt_context(sandbox, language, context)
     return ContextAction(language=language, context=context, done="interrupted")
 

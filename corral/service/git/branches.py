@@ -68,8 +68,8 @@ async def branches(
     elif action == "delete":
         assert name is not None
         await _change(deps, ref, repo, name, ["branch", "-D" if force else "-d", "--", check_branch(name)])
-    args = ("for-each-ref", f"--format={_FORMAT}", "refs/heads", "refs/remotes")
-    listing = await run_git_ok(deps, ref, repo, *args, env={"GIT_OPTIONAL_LOCKS": "0"})
+    listing_args = ("for-each-ref", f"--format={_FORMAT}", "refs/heads", "refs/remotes")
+    listing = await run_git_ok(deps, ref, repo, *listing_args, env={"GIT_OPTIONAL_LOCKS": "0"})
     found, truncated = parse_branches(listing.stdout)
     current = next((b.name for b in found if b.current), None)
     changed = None if action == "list" else name
