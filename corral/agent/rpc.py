@@ -105,6 +105,7 @@ class Connection:
         self.agent = agent
         self._stream = stream
         self._label = label
+        self.label = label  # "relay N" (handed-over stdio), "connection N" (agent.sock), "stdio"
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._active: dict[int, Request] = {}

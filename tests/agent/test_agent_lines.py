@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ def numbered_file(path: Path, lines: int, newline_at_end: bool = True) -> None:
     path.write_text(body if newline_at_end else body[:-1])
 
 
-async def lines(agent: AgentChannel, path: Path, **params: object) -> dict[str, object]:
+async def lines(agent: AgentChannel, path: Path, **params: object) -> dict[str, Any]:
     return await agent.request("read_lines", {"path": str(path), **params})
 
 

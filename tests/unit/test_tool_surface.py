@@ -18,7 +18,7 @@ from corral.config import Settings
 from corral.sandbox_backend.fake import FakeEngine
 from corral.server import build_server
 from corral.tools import GROUPS, build_tools
-from tests.helpers import call_ok
+from tests.helpers import call_ok, text_of
 
 ALL_TOOLS_BUDGET = 32_000
 CORE_INTERPRETER_FILES_BUDGET = 16_000
@@ -110,7 +110,8 @@ async def test_published_output_schemas_validate_real_results(tmp_path: Path) ->
     async with Client(build_server(settings, engine=engine), raise_exceptions=False) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert all(t.output_schema for t in tools.values())
-        assert tools["get_sandbox"].output_schema["properties"]["name"] == {"type": ["string", "null"]}
+        schema = tools["get_sandbox"].output_schema
+        assert schema is not None and schema["properties"]["name"] == {"type": ["string", "null"]}
         created = await call_ok(client, "create_sandbox", name="typed")
         assert created["name"] == "typed"
         await call_ok(client, "list_sandboxes")
@@ -119,4 +120,4 @@ async def test_published_output_schemas_validate_real_results(tmp_path: Path) ->
         info = await call_ok(client, "get_file_info", sandbox="typed", path="nope")
         assert info["exists"] is False and info["size"] is None
         result = await client.call_tool("read_file", {"sandbox": "typed", "path": "a.txt"})
-        assert [c.text for c in result.content] == ["/workspace/a.txt: lines 1-1 of 1\n     1\thi\n"]
+        assert text_of(result) == "/workspace/a.txt: lines 1-1 of 1\n     1\thi\n"
