@@ -73,20 +73,31 @@ def op_write_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     mkdirs = p.boolean("mkdirs", True)
     append = p.boolean("append", False)
     mode = p.integer("mode", None, lo=0, hi=0o7777)
-    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
-    parent = os.path.dirname(target)
+    # As few file system calls as possible: under gVisor each one is a round trip to the gofer.
     try:
-        if mkdirs:
-            make_dirs(parent)
-        if os.path.isdir(target):
+        st = lstat_or_none(path)
+        target = os.path.abspath(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(path)
+            st = lstat_or_none(target)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise Failure("is_a_directory", f"{path} is a directory")
+        if st is None and mkdirs:
+            make_dirs(os.path.dirname(target))
         if append:
-            append_file(target, data, mode)
-        else:
-            replace_file(target, data, mode, agent.umask)
-        return {"size": os.stat(target).st_size}
+            return {"size": append_file(target, data, mode)}
+        current = stat.S_IMODE(st.st_mode) if st is not None else None
+        replace_file(target, data, mode if mode is not None else current, agent.umask)
+        return {"size": len(data)}
     except OSError as exc:
         raise os_failure(exc, path) from None
+
+
+def lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def make_dirs(path: str) -> None:
@@ -96,26 +107,27 @@ def make_dirs(path: str) -> None:
         raise Failure("not_a_directory", f"a parent of the path is not a directory: {path}") from None
 
 
-def append_file(target: str, data: bytes, mode: int | None) -> None:
+def append_file(target: str, data: bytes, mode: int | None) -> int:
+    """Append; returns the file's size after."""
     create_mode = mode if mode is not None else 0o666
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, create_mode)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise bad_request(f"{target} is not a regular file")
         write_all(fd, data)
         if mode is not None:
             os.fchmod(fd, mode)
+        return os.fstat(fd).st_size
     finally:
         os.close(fd)
 
 
 def replace_file(target: str, data: bytes, mode: int | None, umask: int) -> None:
-    """Write to a temporary sibling and rename it over the target, so readers never see half."""
+    """Write to a temporary sibling and rename it over the target, so readers never see half.
+    `mode`: the target's mode to keep (or the one asked for); None for a new file."""
     if mode is None:
-        try:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
-        except OSError:
-            mode = 0o666 & ~umask
+        mode = 0o666 & ~umask
     directory, base = os.path.split(target)
     temp = os.path.join(directory, f".{base[:100]}.corral-{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -112,7 +112,7 @@ class Connection:
         self._closed = False
 
     def serve(self) -> None:
-        reader = FrameReader(self._stream.recv)
+        reader = FrameReader(self._stream.recv, self._stream.recv_into)
         try:
             while True:
                 msg = reader.read()
