@@ -94,6 +94,8 @@ def adopt_stdio(agent: Agent, conn: socket.socket, label: str) -> None:
                 fds.extend(received)
         if len(fds) != 2:
             raise OSError(f"expected 2 descriptors, got {len(fds)}")
+        for fd in fds:
+            os.set_inheritable(fd, False)
         conn.sendall(b"\1")
         conn.settimeout(None)
     except OSError as exc:
