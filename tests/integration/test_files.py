@@ -93,6 +93,19 @@ async def test_binary_files_are_summarised_and_read_by_byte_range(client: Client
     )
 
 
+async def test_megabytes_cross_intact_in_binary_frames(client: Client, sandbox: str) -> None:
+    data = bytes(range(256)) * (3 * 4096) + b"end"  # 3 MiB + 3 bytes, every byte value
+    encoded = base64.b64encode(data).decode()
+    written = await call_ok(client, "write_file", sandbox=sandbox, path="mb.bin", content=encoded, encoding="base64")
+    assert written["size"] == len(data)
+    digest = (await call_ok(client, "run_command", sandbox=sandbox, command="sha256sum mb.bin"))["stdout"].split()[0]
+    assert digest == hashlib.sha256(data).hexdigest()
+    back = await call_ok(client, "read_file", sandbox=sandbox, path="mb.bin", byte_offset=0, byte_count=len(data))
+    assert back["content"] == encoded and back["truncated"] is False
+    tail = await call_ok(client, "read_file", sandbox=sandbox, path="mb.bin", byte_offset=len(data) - 3)
+    assert base64.b64decode(tail["content"]) == b"end"
+
+
 async def test_images_come_back_as_image_content(client: Client, sandbox: str) -> None:
     png = tiny_png()
     await call_ok(
