@@ -2,7 +2,7 @@
 
 A result's `structuredContent` has every field (for programs); its text is written for a model:
 `key: value` lines, multi-line values (output, file text) as blocks, list items one per line,
-empty values left out. A result type can register its own renderer (`renders`).
+empty values and values at their default left out. A result type can register its own renderer (`renders`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def render(result: BaseModel) -> str:
     for cls in type(result).__mro__:
         if cls in _RENDERERS:
             return _RENDERERS[cls](result)
-    return render_fields(result.model_dump(mode="json"))
+    # Fields at their default (no output dropped, not timed out, ...) say nothing worth reading.
+    return render_fields(result.model_dump(mode="json", exclude_defaults=True))
 
 
 def render_fields(data: dict[str, Any]) -> str:
