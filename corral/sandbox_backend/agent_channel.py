@@ -267,6 +267,12 @@ class AgentChannel:
             await self._fail(ChannelClosed("channel reader stopped"))
 
     async def _read_exactly(self, size: int) -> bytes:
+        exact = getattr(self._stream, "receive_exactly", None)
+        if exact is not None and not self._buffer:
+            # A stream that buffers itself (the docker exec stream) hands over a whole frame at once.
+            data = await exact(size)
+            assert isinstance(data, bytes)
+            return data
         while len(self._buffer) < size:
             self._buffer += await self._stream.receive(max(65536, size - len(self._buffer)))
         data = bytes(self._buffer[:size])

@@ -32,6 +32,7 @@ class _Demux(asyncio.Protocol):
         self.ended = False
         self.error: BaseException | None = None
         self.paused_reading = False
+        self.wanted = 1  # stdout bytes the waiting reader needs before it is worth waking
         self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -59,7 +60,7 @@ class _Demux(asyncio.Protocol):
         if len(self.stdout) > HIGH_WATER and self.transport is not None and not self.paused_reading:
             self.transport.pause_reading()
             self.paused_reading = True
-        if self.stdout:
+        if len(self.stdout) >= self.wanted:
             self._wake()
 
     def eof_received(self) -> bool:
@@ -124,6 +125,27 @@ class DockerExecStream(ExecStream):
         if proto.paused_reading and len(proto.stdout) < HIGH_WATER // 2 and not self._transport.is_closing():
             proto.paused_reading = False
             self._transport.resume_reading()
+        return data
+
+    async def receive_exactly(self, nbytes: int) -> bytes:
+        """Exactly `nbytes` (EndOfStream if the stream ends first), woken once they are all here:
+        a 1 MiB frame arrives in ~30 chunks, and one wake-up and one copy beat thirty."""
+        proto = self._protocol
+        while len(proto.stdout) < nbytes:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if proto.ended:
+                raise anyio.EndOfStream
+            if proto.paused_reading and not self._transport.is_closing():
+                proto.paused_reading = False  # the frame is bigger than the high-water mark
+                self._transport.resume_reading()
+            proto.wanted = nbytes
+            try:
+                await proto.wait_readable()
+            finally:
+                proto.wanted = 1
+        data = bytes(proto.stdout[:nbytes])
+        del proto.stdout[:nbytes]
         return data
 
     async def send(self, item: bytes) -> None:
