@@ -100,4 +100,7 @@ def _accepting(model: type[ArgModelBase], aliases: Mapping[str, str]) -> type[Ar
 
     validator = model_validator(mode="before")(classmethod(lambda cls, data: rename(data)))  # type: ignore[arg-type]
     validators: dict[str, Any] = {"accept_aliases": validator}
-    return create_model(model.__name__, __base__=model, __validators__=validators)
+    accepting = create_model(model.__name__, __base__=model, __validators__=validators)
+    # For checks of argument names made before validation (unknown names are refused): these are known.
+    accepting.accepted_aliases = dict(aliases)  # type: ignore[attr-defined]
+    return accepting

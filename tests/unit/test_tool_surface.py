@@ -90,6 +90,7 @@ def test_optional_arguments_stay_optional_and_required_ones_required() -> None:
 def test_aliases_are_known_arguments_and_not_in_the_schema() -> None:
     tool = next(t for t in build_tools() if t.name == "edit_file")
     assert "old_string" not in tool.parameters["properties"]
+    assert tool.fn_metadata.arg_model.accepted_aliases == {"old_string": "old_text", "new_string": "new_text"}  # type: ignore[attr-defined]
     args = tool.fn_metadata.validate_arguments({"sandbox": "s", "path": "p", "old_string": "a", "new_string": "b"})
     assert (args["old_text"], args["new_text"]) == ("a", "b")
     with pytest.raises(ValueError, match="old_text or old_string"):
