@@ -10,7 +10,9 @@ from corral.tools._schema import lean_output_schema, lean_schema
 
 
 def test_a_command_result_reads_like_a_terminal() -> None:
-    result = ExecResult(exit_code=0, stdout="hello\nworld\n", stderr="", timed_out=False, duration_ms=12.3456)
+    result = ExecResult.model_validate(
+        {"exit_code": 0, "stdout": "hello\nworld\n", "stderr": "", "timed_out": False, "duration_ms": 12.3456}
+    )
     assert render(result) == "exit_code: 0\ntimed_out: false\nduration_ms: 12.346\nstdout:\nhello\nworld"
 
 
