@@ -79,6 +79,10 @@ class Settings:
     images: tuple[str, ...] | None = None
     # Images the server may pull when they are missing (CORRAL_IMAGE_PULL, same patterns): none.
     image_pull: tuple[str, ...] = ()
+    # Publish each tool's outputSchema in tools/list (CORRAL_OUTPUT_SCHEMAS=1). Off by default: the
+    # schemas would double what tools/list costs a model's context; results carry
+    # structuredContent either way.
+    output_schemas: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -105,7 +109,18 @@ class Settings:
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
             images=image_patterns("CORRAL_IMAGES") if env.get("CORRAL_IMAGES", "").strip() else None,
             image_pull=image_patterns("CORRAL_IMAGE_PULL"),
+            output_schemas=env_flag("CORRAL_OUTPUT_SCHEMAS"),
         )
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no setting from the environment (1/true/yes, 0/false/no or unset)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name}={raw!r} is not a valid flag; use 1/true/yes or 0/false/no")
 
 
 N = TypeVar("N", int, float)

@@ -36,6 +36,7 @@ from corral.sandbox_backend.engine import (
 )
 
 _HEADER = struct.Struct(">I")
+_BINARY = 0x80000000
 
 AgentOp = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
@@ -89,10 +90,17 @@ class FakeAgent(ExecStream):
         self._inbox += item
         while len(self._inbox) >= 4:
             (size,) = _HEADER.unpack(self._inbox[:4])
+            binary, size = bool(size & _BINARY), size & ~_BINARY
             if len(self._inbox) < 4 + size:
                 break
-            frame = json.loads(bytes(self._inbox[4 : 4 + size]))
+            body = bytes(self._inbox[4 : 4 + size])
             del self._inbox[: 4 + size]
+            if binary:  # docs/agent-protocol.md: JSON length, JSON, then the raw `bytes`
+                (json_size,) = _HEADER.unpack(body[:4])
+                frame = json.loads(body[4 : 4 + json_size])
+                frame["bytes"] = body[4 + json_size :]
+            else:
+                frame = json.loads(body)
             await self._answer(frame)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -115,8 +123,14 @@ class FakeAgent(ExecStream):
     # protocol --------------------------------------------------------------------------------
 
     def _emit(self, frame: dict[str, Any]) -> None:
+        raw = frame.get("bytes")
+        if isinstance(raw, bytes):
+            frame = {k: v for k, v in frame.items() if k != "bytes"}
         data = json.dumps(frame).encode()
-        self._outbox += _HEADER.pack(len(data)) + data
+        if isinstance(raw, bytes):
+            self._outbox += _HEADER.pack((4 + len(data) + len(raw)) | _BINARY) + _HEADER.pack(len(data)) + data + raw
+        else:
+            self._outbox += _HEADER.pack(len(data)) + data
         self._ready.set()
 
     async def _answer(self, frame: dict[str, Any]) -> None:

@@ -10,10 +10,7 @@ from pydantic import BaseModel, Field
 from corral.service.models import ExecResult, SandboxInfo
 from corral.tools._base import SandboxRef, ToolSpec, progress, services
 
-Timeout = Annotated[
-    float | None,
-    Field(description="Seconds before the run is stopped (default 60; the server sets a maximum)."),
-]
+Timeout = Annotated[float | None, Field(description="Seconds (default 60).")]
 
 
 class SandboxList(BaseModel):
@@ -28,39 +25,30 @@ class Deleted(BaseModel):
 
 async def create_sandbox(
     ctx: Context,
-    name: Annotated[
-        str | None, Field(description="Optional unique name (a-z, 0-9, _.-) to use instead of the id.")
-    ] = None,
-    image: Annotated[
-        str | None,
-        Field(description="Container image; default: Corral's (Python data stack, node/TypeScript, build tools)."),
-    ] = None,
-    memory_mb: Annotated[int | None, Field(description="Memory limit in MiB (default 1024).")] = None,
-    cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,
-    labels: Annotated[dict[str, str] | None, Field(description="Free-form labels to find it later.")] = None,
+    name: Annotated[str | None, Field(description="Unique name (a-z, 0-9, _.-) usable instead of the id.")] = None,
+    image: Annotated[str | None, Field(description="Default: Corral's (Python data stack, node, git).")] = None,
+    memory_mb: Annotated[int | None, Field(description="Default 1024.")] = None,
+    cpus: Annotated[float | None, Field(description="Default 1.")] = None,
+    labels: dict[str, str] | None = None,
 ) -> SandboxInfo:
-    """Create a new isolated Linux sandbox (a gVisor container) and return its id.
-
-    Use it once per task and reuse the id for every later call: files, installed packages and
-    interpreter state persist in it across calls and server restarts until you delete it.
-    No network access; runs as a non-root user in /workspace. Takes about a second.
-    """
+    """Create an isolated Linux sandbox (gVisor; no network, non-root, in /workspace) and return its
+    id. Create one per task and reuse it: files, packages and interpreter state persist."""
     rec = await services(ctx).sandboxes.create(name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels)
     return SandboxInfo.from_record(rec)
 
 
 async def list_sandboxes(ctx: Context) -> SandboxList:
-    """List all sandboxes with their id, name, status and limits."""
+    """List sandboxes: id, name, status, limits."""
     return SandboxList(sandboxes=[SandboxInfo.from_record(r) for r in await services(ctx).sandboxes.list_all()])
 
 
 async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
-    """Show one sandbox: status (running/stopped/lost), image, isolation runtime and limits."""
+    """Show one sandbox: status, image, isolation, limits."""
     return SandboxInfo.from_record(await services(ctx).sandboxes.get(sandbox))
 
 
 async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
-    """Delete a sandbox and everything in it (files, processes). Cannot be undone."""
+    """Delete a sandbox and everything in it. Cannot be undone."""
     rec = await services(ctx).sandboxes.delete(sandbox)
     return Deleted(id=rec.id, name=rec.name, deleted=True)
 
@@ -68,17 +56,13 @@ async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
 async def run_command(
     ctx: Context,
     sandbox: SandboxRef,
-    command: Annotated[str, Field(description="Shell command line, run with bash -c.")],
-    cwd: Annotated[str | None, Field(description="Working directory (default /workspace).")] = None,
-    env: Annotated[dict[str, str] | None, Field(description="Extra environment variables.")] = None,
+    command: Annotated[str, Field(description="Run with bash -c.")],
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
     timeout: Timeout = None,
 ) -> ExecResult:
-    """Run a shell command in the sandbox and return exit code, stdout and stderr separately.
-
-    Each call is a fresh shell (use run_code with language='bash' to keep shell state). Output is
-    capped at 64 KiB per stream, keeping head and tail. On timeout the command is killed and the
-    sandbox stays usable. No network access unless the sandbox was created with it.
-    """
+    """Run a shell command (a fresh shell each call) and return exit code, stdout and stderr (64 KiB
+    each, head and tail kept). For shell state across calls use run_code with language='bash'."""
     return await services(ctx).execution.run_command(
         sandbox, command, cwd=cwd, env=env, timeout=timeout, on_output=progress(ctx)
     )

@@ -12,27 +12,22 @@ from corral.tools._base import SandboxRef, ToolSpec, progress, services
 from corral.tools._content import with_images
 from corral.tools.core import Timeout
 
-ContextName = Annotated[str, Field(description="Interpreter context: separate namespaces in one sandbox.")]
-LanguageArg = Annotated[
-    Literal["python", "javascript", "typescript", "bash"], Field(description="Interpreter language.")
-]
+ContextName = Annotated[str, Field(description="Separate namespaces in one sandbox.")]
+LanguageArg = Literal["python", "javascript", "typescript", "bash"]
 
 
 async def run_code(
     ctx: Context,
     sandbox: SandboxRef,
-    code: Annotated[str, Field(description="Source code to run.")],
+    code: str,
     language: LanguageArg = "python",
     context: ContextName = "default",
     env: Annotated[dict[str, str] | None, Field(description="Environment variables for this run only.")] = None,
     timeout: Timeout = None,
 ) -> CodeResult:
-    """Run code in a persistent interpreter, like a notebook cell; state persists per (language, context).
-
-    Returns the final expression's `value`, output, and `results` (HTML tables, display(), figures
-    with chart data; images as image content). Python takes IPython's `!cmd`, `%pip install`, `%cd`,
-    `%env`, `%time`; JS/TS take ES `import`. A timeout interrupts; `state_lost` says if state is gone.
-    """
+    """Run code like a notebook cell; state persists per (language, context). Returns the final
+    value, output and rich `results` (HTML, figures with chart data). Python takes `!cmd`, `%pip`,
+    `%cd`, `%env`, `%time`; JS/TS take ES imports."""
     result, images = await services(ctx).execution.run_code(
         sandbox,
         code,
@@ -68,7 +63,7 @@ class ContextAction(BaseModel):
 
 
 async def list_contexts(ctx: Context, sandbox: SandboxRef) -> ContextList:
-    """List a sandbox's interpreter contexts: language, name, age, last use, memory."""
+    """List a sandbox's interpreter contexts (language, age, last use, memory)."""
     raw = await services(ctx).execution.list_contexts(sandbox)
     return ContextList(contexts=[ContextInfo.model_validate(c) for c in raw])
 
@@ -76,7 +71,7 @@ async def list_contexts(ctx: Context, sandbox: SandboxRef) -> ContextList:
 async def restart_context(
     ctx: Context, sandbox: SandboxRef, language: LanguageArg = "python", context: ContextName = "default"
 ) -> ContextAction:
-    """Reset an interpreter context: all its variables and imports are discarded."""
+    """Reset an interpreter context, discarding its variables and imports."""
     await services(ctx).execution.restart_context(sandbox, language, context)
     return ContextAction(language=language, context=context, done="restarted")
 
@@ -84,7 +79,7 @@ async def restart_context(
 async def interrupt_context(
     ctx: Context, sandbox: SandboxRef, language: LanguageArg = "python", context: ContextName = "default"
 ) -> ContextAction:
-    """Interrupt code running in a context (like Ctrl-C); its state is kept."""
+    """Interrupt a context's running code (Ctrl-C); its state is kept."""
     await services(ctx).execution.interrupt_context(sandbox, language, context)
     return ContextAction(language=language, context=context, done="interrupted")
 

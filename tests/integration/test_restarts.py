@@ -33,7 +33,7 @@ async def test_sandbox_and_its_files_survive_a_server_restart(home: Path) -> Non
         # The first server process has exited; a new one on the same data dir takes over.
         async with Client(stdio_server(home)) as second:
             read = await call_ok(second, "read_file", sandbox=sandbox, path="state.txt")
-            assert read["content"] == "still here"
+            assert read["content"] == "     1\tstill here\n"
             by_name = await call_ok(second, "get_sandbox", sandbox="keeper")
             assert by_name["id"] == sandbox and by_name["status"] == "running"
             value = await call_ok(second, "run_code", sandbox=sandbox, code="counter + 1")

@@ -210,8 +210,7 @@ class DockerEngine:
             return dup, exec_id
 
         sock, exec_id = await self._run("attach to container", start)
-        stream = await anyio.abc.SocketStream.from_socket(sock)
-        return DockerExecStream(stream, exec_id)
+        return await DockerExecStream.open(sock, exec_id)
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
         info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))
