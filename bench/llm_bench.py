@@ -1,7 +1,7 @@
 """The same work done with llm-sandbox (PyPI `llm-sandbox`), its Docker backend on this machine's engine.
 
 Set-up, kept as close to Corral's sandboxes as llm-sandbox allows:
-- the existing docker SDK client, image `corral/sandbox:2` plus one symlink `python -> python3` (its
+- the existing docker SDK client, the default image plus one symlink `python -> python3` (its
   Python handler runs `python FILE`, hard-coded, and the image only has `python3`), built locally;
 - `runtime_configs`: runtime `corral-runsc` (gVisor, `--network=none`), `network_mode="none"`, the same
   memory / CPU / pids limits; containers labelled so the bench's reaper removes them;
@@ -33,7 +33,7 @@ def _ms(since: float) -> float:
 
 
 def alias_image(ctx: Ctx) -> str:
-    """`corral/sandbox:2` plus `/usr/local/bin/python -> python3`, built offline."""
+    """The default image plus `/usr/local/bin/python -> python3`, built offline."""
     dockerfile = f"FROM {ctx.image}\nUSER root\nRUN ln -sf /usr/bin/python3 /usr/local/bin/python\nUSER sandbox\n"
     ctx.docker.images.build(
         fileobj=io.BytesIO(dockerfile.encode()),

@@ -98,6 +98,17 @@ def evaluate(results: Results) -> None:
                     sp >= 5,
                 )
             )
+    files, cp = s.get("files.1 MiB.write+read"), s.get("files.1 MiB.docker")
+    if files and cp:
+        sp = cp.p50 / files.p50
+        checks.append(
+            Check(
+                "1 MiB write_file + read_file p50 vs docker cp in + out",
+                "≥ 5x faster",
+                f"{ratio(sp)} ({ms(files.p50)} ms vs {ms(cp.p50)} ms)",
+                sp >= 5,
+            )
+        )
     for key in sorted(k for k in extra if k.startswith("conc.") and k.endswith(".errors")):
         n = key.split(".")[1]
         errors, calls = int(extra[key]), int(extra.get(f"conc.{n}.calls", 0))

@@ -14,7 +14,7 @@ import platformdirs
 
 from corral.errors import ConfigurationError
 
-DEFAULT_IMAGE = "corral/sandbox:2"  # the tag is the image recipe version
+DEFAULT_IMAGE = "corral/sandbox:3"  # the tag is the image recipe version
 RUNTIME_GVISOR = "corral-runsc"
 RUNTIME_GVISOR_NET = "corral-runsc-net"
 RUNTIME_RUNC = "runc"
@@ -97,6 +97,10 @@ class Settings:
     images: tuple[str, ...] | None = None
     # Images the server may pull when they are missing (CORRAL_IMAGE_PULL, same patterns): none.
     image_pull: tuple[str, ...] = ()
+    # Publish each tool's outputSchema in tools/list (CORRAL_OUTPUT_SCHEMAS=1). Off by default: the
+    # schemas would double what tools/list costs a model's context; results carry
+    # structuredContent either way.
+    output_schemas: bool = False
     lifetimes: Lifetimes = Lifetimes()
     # Started, agent-ready sandboxes of the default spec kept for create_sandbox to hand out at
     # once. CORRAL_POOL_SIZE (2 when served); 0 here, so a Settings made in code starts none.
@@ -147,7 +151,18 @@ class Settings:
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
             images=image_patterns("CORRAL_IMAGES") if env.get("CORRAL_IMAGES", "").strip() else None,
             image_pull=image_patterns("CORRAL_IMAGE_PULL"),
+            output_schemas=env_flag("CORRAL_OUTPUT_SCHEMAS"),
         )
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no setting from the environment (1/true/yes, 0/false/no or unset)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name}={raw!r} is not a valid flag; use 1/true/yes or 0/false/no")
 
 
 N = TypeVar("N", int, float)
@@ -177,7 +192,7 @@ def image_patterns(name: str) -> tuple[str, ...]:
     for pattern in patterns:
         if not _IMAGE_PATTERN_RE.match(pattern):
             raise ConfigurationError(
-                f"{name}: {pattern!r} is not an image name or pattern (e.g. 'corral/sandbox:2', 'python:*', "
+                f"{name}: {pattern!r} is not an image name or pattern (e.g. 'corral/sandbox:3', 'python:*', "
                 "'ghcr.io/org/*' or '*')"
             )
     return patterns

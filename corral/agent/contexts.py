@@ -6,6 +6,7 @@ replies and exits to it (driver.DriverOwner). Output printed between runs is kep
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,12 +17,15 @@ from .driver import Driver, driver_argv
 from .errors import Failure
 from .rpc import Request
 
-LANGUAGES = ("python", "javascript", "bash")
+LANGUAGES = ("python", "javascript", "typescript", "bash")
 MAX_CONTEXTS = 64
 INTERRUPT_GRACE = 2.0
 DRIVER_STARTUP_TIMEOUT = 30.0
 MAX_VALUE = 1024 * 1024
 MAX_IMAGES = 8 * 1024 * 1024
+MAX_OUTPUTS = 32
+OUTPUT_TEXT_KEYS = ("text", "html", "markdown", "svg", "latex")
+OUTPUT_IMAGE_KEYS = ("png", "jpeg")
 IDLE_OUTPUT = 64 * 1024  # output a context prints between runs, handed to the next run
 
 
@@ -41,6 +45,7 @@ class Context:
         self.language = language
         self.name = name
         self.created = time.time()
+        self.last_used: float | None = None
         self.runs = 0
         self.run_lock = threading.Lock()
         self.driver: Driver | None = None
@@ -60,7 +65,9 @@ class Context:
         alive = driver is not None and driver.alive()
         return {"language": self.language, "context": self.name,
                 "pid": driver.pid if driver is not None and alive else None,
-                "created": self.created, "runs": self.runs, "busy": self.busy(), "alive": alive}
+                "created": self.created, "last_used": self.last_used, "runs": self.runs,
+                "busy": self.busy(), "alive": alive,
+                "memory": session_memory(driver.pid) if driver is not None and alive else None}
 
     # Called from the driver's threads (driver.DriverOwner).
     def driver_output(self, driver: Driver, stream: str, data: bytes) -> None:
@@ -88,7 +95,7 @@ class Context:
     def start_driver(self) -> Driver:
         env = dict(os.environ)
         env["CORRAL_CONTEXT"] = self.name
-        if self.language != "javascript":
+        if self.language not in ("javascript", "typescript"):
             env["PYTHONUNBUFFERED"] = "1"  # progress events, also for user subprocesses
         cwd = "/workspace" if os.path.isdir("/workspace") else None
         driver = Driver(self.language, driver_argv(self.language), cwd, env, self)
@@ -122,18 +129,20 @@ class Context:
         run.wake.set()
         return True
 
-    def run(self, req: Request, code: str, timeout: float, max_output: int, stream: bool) -> dict[str, Any]:
+    def run(self, req: Request, code: str, env: dict[str, str] | None, timeout: float, max_output: int,
+            stream: bool) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         if not self.run_lock.acquire(timeout=timeout):
             raise Failure("busy", f"{self.label} was busy with another run for the whole timeout")
         try:
-            return self._run_locked(req, code, started, deadline, max_output, stream)
+            return self._run_locked(req, {"code": code, "env": env or {}}, started, deadline, max_output, stream)
         finally:
+            self.last_used = time.time()
             self.run_lock.release()
 
     def _run_locked(
-        self, req: Request, code: str, started: float, deadline: float, max_output: int, stream: bool
+        self, req: Request, request: dict[str, Any], started: float, deadline: float, max_output: int, stream: bool
     ) -> dict[str, Any]:
         req.check_cancelled()
         outcome = {"timed_out": False, "interrupted": False, "restarted": False, "state_lost": False}
@@ -157,7 +166,7 @@ class Context:
             self._run = run
         req.on_cancel(run.wake.set)
         try:
-            error = self._drive(req, driver, run, code, deadline, outcome)
+            error = self._drive(req, driver, run, request, deadline, outcome)
         finally:
             with self._lock:
                 self._run = None
@@ -167,20 +176,21 @@ class Context:
         result.update(outcome)
         result.update(
             value=clean_value(reply.get("value")),
-            images=clean_images(reply.get("images")),
+            outputs=clean_outputs(reply.get("outputs")),
             error=error or clean_error(reply.get("error")),
             duration=round(time.monotonic() - started, 4),
         )
         return result
 
     def _drive(
-        self, req: Request, driver: Driver, run: Run, code: str, deadline: float, outcome: dict[str, bool]
+        self, req: Request, driver: Driver, run: Run, request: dict[str, Any], deadline: float,
+        outcome: dict[str, bool]
     ) -> dict[str, str] | None:
         """Send the code, wait for the reply; interrupt, kill and restart as needed.
 
         Returns a synthesized error for runs that ended without a reply, else None.
         """
-        if not driver.send({"id": run.run_id, "code": code}, deadline):
+        if not driver.send({"id": run.run_id, **request}, deadline):
             if driver.alive():
                 outcome["timed_out"] = True
                 return self._replace_driver(driver, outcome, "did not accept the code in time")
@@ -252,16 +262,60 @@ def clean_value(value: object) -> str | None:
     return text
 
 
-def clean_images(images: object) -> list[str]:
-    if not isinstance(images, list):
+def clean_outputs(outputs: object) -> list[dict[str, Any]]:
+    """A driver's rich outputs, type-checked and bounded (images share one budget)."""
+    if not isinstance(outputs, list):
         return []
-    kept: list[str] = []
-    total = 0
-    for image in images:
-        if isinstance(image, str) and total + len(image) <= MAX_IMAGES:
-            kept.append(image)
-            total += len(image)
+    kept: list[dict[str, Any]] = []
+    image_total = 0
+    for output in outputs[:MAX_OUTPUTS]:
+        if not isinstance(output, dict):
+            continue
+        clean: dict[str, Any] = {"main": output.get("main") is True}
+        for key in OUTPUT_TEXT_KEYS:
+            if isinstance(output.get(key), str):
+                clean[key] = output[key][:MAX_VALUE]
+        for key in OUTPUT_IMAGE_KEYS:
+            image = output.get(key)
+            if isinstance(image, str) and image_total + len(image) <= MAX_IMAGES:
+                clean[key] = image
+                image_total += len(image)
+        if "json" in output and _json_size(output["json"]) <= MAX_VALUE:
+            clean["json"] = output["json"]
+        if isinstance(output.get("chart"), dict) and _json_size(output["chart"]) <= MAX_VALUE:
+            clean["chart"] = output["chart"]
+        if len(clean) > 1:
+            kept.append(clean)
     return kept
+
+
+def _json_size(value: object) -> int:
+    try:
+        return len(json.dumps(value))
+    except (ValueError, TypeError, RecursionError):
+        return MAX_VALUE + 1  # unserializable or absurdly nested: dropped
+
+
+def session_memory(session: int) -> int | None:
+    """Resident bytes of every process in the session a driver leads (it and its children)."""
+    total, found = 0, False
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) != session:  # after "pid (comm)": state ppid pgrp session
+                continue
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * page
+            found = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total if found else None
 
 
 def clean_error(error: object) -> dict[str, str] | None:

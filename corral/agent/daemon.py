@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import array
 import os
 import signal
 import socket
 import time
 
 # Importing the ops_* modules registers their ops.
-from . import ops_agent, ops_code, ops_exec, ops_files, ops_fs, ops_lifecycle, ops_procs, ops_signal  # noqa: F401
+from . import (  # noqa: F401
+    ops_agent,
+    ops_code,
+    ops_exec,
+    ops_files,
+    ops_fs,
+    ops_lifecycle,
+    ops_lines,
+    ops_procs,
+    ops_signal,
+)
 from .bundle import agent_version
 from .driver import reserve_low_fds
 from .relay import DAEMON_LOCK_WAIT
@@ -26,18 +37,10 @@ def daemon_main() -> int:
         log(f"another daemon holds {directory}/daemon.lock; exiting")
         return 1
     agent = Agent(directory, "daemon")
+    # stdio.sock first: a relay that finds agent.sock answering goes on to hand over its stdio.
+    start_thread(serve_handoffs, agent, listen_private(os.path.join(directory, "stdio.sock")), name="handoffs")
     path = os.path.join(directory, "agent.sock")
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    previous = os.umask(0o077)
-    try:
-        server.bind(path)
-    finally:
-        os.umask(previous)
-    server.listen(64)
+    server = listen_private(path)
     agent.socket_path = path
     with open(os.path.join(directory, "agent.pid"), "w") as f:
         f.write(f"{os.getpid()}\n")
@@ -55,6 +58,66 @@ def daemon_main() -> int:
         serial += 1
         connection = Connection(agent, SocketStream(conn), f"connection {serial}")
         start_thread(agent.serve, connection, name=f"connection-{serial}")
+
+
+def listen_private(path: str) -> socket.socket:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o077)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(previous)
+    server.listen(64)
+    return server
+
+
+def serve_handoffs(agent: Agent, server: socket.socket) -> None:
+    """Accept relays handing over their stdin/stdout (see relay.hand_over_stdio)."""
+    serial = 0
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError as exc:
+            log(f"accept (stdio.sock) failed: {exc}")
+            time.sleep(0.1)
+            continue
+        serial += 1
+        start_thread(adopt_stdio, agent, conn, f"relay {serial}", name=f"relay-{serial}")
+
+
+def adopt_stdio(agent: Agent, conn: socket.socket, label: str) -> None:
+    """Serve the host on a relay's stdin/stdout (passed with SCM_RIGHTS); close `conn` when done,
+    which lets the relay, and so the host's `docker exec`, end."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(10.0)
+        # MSG_CMSG_CLOEXEC: programs the agent starts must never inherit the host's stream.
+        _, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(8), socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(data[: len(data) - len(data) % received.itemsize])
+                fds.extend(received)
+        if len(fds) != 2:
+            raise OSError(f"expected 2 descriptors, got {len(fds)}")
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        conn.sendall(b"\1")
+        conn.settimeout(None)
+    except OSError as exc:
+        log(f"{label}: handover failed: {exc}")
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return
+    try:
+        agent.serve(Connection(agent, FdStream(fds[0], fds[1]), label))
+    finally:
+        conn.close()
 
 
 def serve_stdio_main() -> int:

@@ -42,18 +42,17 @@ def drivers_dir() -> str:
 
 def driver_argv(language: str) -> list[str]:
     directory = drivers_dir()
-    if language == "javascript":
+    if language in ("javascript", "typescript"):
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:
-            raise Failure("not_found", "javascript needs node, which is not installed in this sandbox")
-        script, argv = "node_driver.js", [node]
+            raise Failure("not_found", f"{language} needs node, which is not installed in this sandbox")
+        interpreter, script, extra = node, "node_driver.js", [language]
     else:
-        script = "python_driver.py" if language == "python" else "bash_driver.py"
-        argv = [sys.executable]
+        interpreter, script, extra = sys.executable, f"{language}_driver.py", []
     path = os.path.join(directory, script)
     if not os.path.isfile(path):
         raise Failure("not_found", f"{language} driver is missing: {path}")
-    return [*argv, path]
+    return [interpreter, path, *extra]
 
 
 def dup_high(fd: int) -> int:

@@ -20,6 +20,7 @@ def op_hello(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
         "version": agent_version(),
         "protocol": PROTOCOL,
         "pid": os.getpid(),
+        "connection": req.conn.label,
         "uid": os.getuid(),
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "cwd": os.getcwd(),

@@ -14,17 +14,18 @@ from .state import Agent
 MAX_CODE = 4 * 1024 * 1024
 
 
-@op("code_run", "language", "context", "code", "timeout", "max_output", "stream")
+@op("code_run", "language", "context", "code", "env", "timeout", "max_output", "stream")
 def op_code_run(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     language = p.choice("language", LANGUAGES)
     name = p.name("context")
     code = p.string("code", max_len=MAX_CODE, allow_empty=True)
+    env = p.environment("env")
     timeout = p.number("timeout", DEFAULT_TIMEOUT, lo=0, hi=MAX_TIMEOUT, lo_exclusive=True)
     max_output = p.integer("max_output", DEFAULT_OUTPUT, lo=0, hi=MAX_OUTPUT)
     stream = p.boolean("stream", True)
     context = agent.contexts.get(language, name, create=True)
     try:
-        return context.run(req, code, timeout, max_output, stream)
+        return context.run(req, code, env, timeout, max_output, stream)
     except Failure:
         if context.runs == 0:
             agent.contexts.remove(context)  # never came up: don't list a dead context

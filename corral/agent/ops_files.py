@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
+import grp
+import hashlib
 import os
+import pwd
 import stat
 from typing import Any
 
@@ -17,11 +21,12 @@ MAX_READ = 8 * 1024 * 1024  # base64 of this still fits in one frame
 DEFAULT_READ = 1024 * 1024
 
 
-@op("read_file", "path", "offset", "max_bytes")
+@op("read_file", "path", "offset", "max_bytes", "binary")
 def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
     offset = p.integer("offset", 0, lo=0, hi=1 << 62)
     max_bytes = p.integer("max_bytes", DEFAULT_READ, lo=0, hi=MAX_READ)
+    binary = p.boolean("binary", False)
     try:
         # O_NONBLOCK so a FIFO cannot hang the request before we get to reject it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -40,11 +45,12 @@ def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
         os.close(fd)
     truncated = len(data) > max_bytes
     data = data[:max_bytes]
-    return {
-        "data_b64": base64.b64encode(data).decode("ascii"),
-        "size": max(st.st_size, offset + len(data)),
-        "truncated": truncated,
-    }
+    result: dict[str, Any] = {"size": max(st.st_size, offset + len(data)), "truncated": truncated}
+    if binary:
+        result["bytes"] = data  # raw, in a binary frame
+    else:
+        result["data_b64"] = base64.b64encode(data).decode("ascii")
+    return result
 
 
 def pread_upto(fd: int, count: int, offset: int) -> bytes:
@@ -59,27 +65,38 @@ def pread_upto(fd: int, count: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-@op("write_file", "path", "data_b64", "mkdirs", "append", "mode")
+@op("write_file", "path", "bytes", "data_b64", "mkdirs", "append", "mode")
 def op_write_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
-    data = p.b64("data_b64")
+    data = p.data("bytes", "data_b64")
     mkdirs = p.boolean("mkdirs", True)
     append = p.boolean("append", False)
     mode = p.integer("mode", None, lo=0, hi=0o7777)
-    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
-    parent = os.path.dirname(target)
+    # As few file system calls as possible: under gVisor each one is a round trip to the gofer.
     try:
-        if mkdirs:
-            make_dirs(parent)
-        if os.path.isdir(target):
+        st = lstat_or_none(path)
+        target = os.path.abspath(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(path)
+            st = lstat_or_none(target)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise Failure("is_a_directory", f"{path} is a directory")
+        if st is None and mkdirs:
+            make_dirs(os.path.dirname(target))
         if append:
-            append_file(target, data, mode)
-        else:
-            replace_file(target, data, mode, agent.umask)
-        return {"size": os.stat(target).st_size}
+            return {"size": append_file(target, data, mode)}
+        current = stat.S_IMODE(st.st_mode) if st is not None else None
+        replace_file(target, data, mode if mode is not None else current, agent.umask)
+        return {"size": len(data)}
     except OSError as exc:
         raise os_failure(exc, path) from None
+
+
+def lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def make_dirs(path: str) -> None:
@@ -89,26 +106,27 @@ def make_dirs(path: str) -> None:
         raise Failure("not_a_directory", f"a parent of the path is not a directory: {path}") from None
 
 
-def append_file(target: str, data: bytes, mode: int | None) -> None:
+def append_file(target: str, data: bytes, mode: int | None) -> int:
+    """Append; returns the file's size after."""
     create_mode = mode if mode is not None else 0o666
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, create_mode)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise bad_request(f"{target} is not a regular file")
         write_all(fd, data)
         if mode is not None:
             os.fchmod(fd, mode)
+        return os.fstat(fd).st_size
     finally:
         os.close(fd)
 
 
 def replace_file(target: str, data: bytes, mode: int | None, umask: int) -> None:
-    """Write to a temporary sibling and rename it over the target, so readers never see half."""
+    """Write to a temporary sibling and rename it over the target, so readers never see half.
+    `mode`: the target's mode to keep (or the one asked for); None for a new file."""
     if mode is None:
-        try:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
-        except OSError:
-            mode = 0o666 & ~umask
+        mode = 0o666 & ~umask
     directory, base = os.path.split(target)
     temp = os.path.join(directory, f".{base[:100]}.corral-{token(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -166,16 +184,25 @@ def walk_dir(
         except OSError:
             continue
         kind = file_type(st.st_mode)
-        entries.append({"path": rel, "type": kind, "size": st.st_size, "mtime": st.st_mtime})
+        entry = {"path": rel, "type": kind, "size": st.st_size, "mtime": st.st_mtime, "mode": stat.S_IMODE(st.st_mode)}
+        entry["owner"] = user_name(st.st_uid)
+        if kind == "symlink":
+            try:
+                entry["link_target"] = os.readlink(full)
+            except OSError:
+                pass
+        entries.append(entry)
         if kind == "dir" and depth > 1:
             if walk_dir(req, full, rel + "/", depth - 1, max_entries, entries):
                 return True
     return False
 
 
-@op("stat", "path")
+@op("stat", "path", "sha256", "head")
 def op_stat(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     path = p.path("path")
+    want_hash = p.boolean("sha256", False)
+    head = p.integer("head", 0, lo=0, hi=65536)
     try:
         lst = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -188,7 +215,63 @@ def op_stat(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
         try:
             result["link_target"] = os.readlink(path)
             st = os.stat(path)
+            result["target_type"] = file_type(st.st_mode)
         except OSError:
             pass
-    result.update(size=st.st_size, mtime=st.st_mtime, mode=stat.S_IMODE(st.st_mode))
+    result.update(size=st.st_size, mtime=st.st_mtime, mode=stat.S_IMODE(st.st_mode), **owner_of(st))
+    if stat.S_ISREG(st.st_mode) and (want_hash or head):
+        result.update(read_summary(req, path, want_hash, head))
     return result
+
+
+def owner_of(st: os.stat_result) -> dict[str, Any]:
+    return {"uid": st.st_uid, "gid": st.st_gid, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
+
+
+@functools.lru_cache(maxsize=64)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name[:64]
+    except (KeyError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name[:64]
+    except (KeyError, OSError):
+        return None
+
+
+HASH_LIMIT = 1 << 30  # files bigger than this are not hashed (sha256 is null)
+
+
+def read_summary(req: Request, path: str, want_hash: bool, head: int) -> dict[str, Any]:
+    """The first `head` bytes (raw, as `bytes`) and the sha256 of the whole file, in one pass."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+    try:
+        out: dict[str, Any] = {"bytes": os.pread(fd, head, 0)} if head else {}
+        if want_hash:
+            out["sha256"] = None
+            if os.fstat(fd).st_size <= HASH_LIMIT:
+                digest = hashlib.sha256()
+                buf = bytearray(1 << 20)
+                view = memoryview(buf)
+                offset = 0
+                while True:
+                    req.check_cancelled()
+                    n = os.preadv(fd, [buf], offset)
+                    if not n:
+                        break
+                    digest.update(view[:n])
+                    offset += n
+                out["sha256"] = digest.hexdigest()
+        return out
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+    finally:
+        os.close(fd)

@@ -133,6 +133,17 @@ class Params:
             raise bad_request(f"'{name}' decodes to more than {max_bytes} bytes")
         return data
 
+    def data(self, name: str, b64_name: str) -> bytes:
+        """Bytes given either raw in a binary frame (field `name`) or as base64 (`b64_name`)."""
+        raw = self._msg.get(name)
+        if raw is not None and self._msg.get(b64_name) is not None:
+            raise bad_request(f"give '{name}' or '{b64_name}', not both")
+        if raw is None:
+            return self.b64(b64_name)
+        if not isinstance(raw, bytes):
+            raise bad_request(f"'{name}' must be sent as the raw bytes of a binary frame")
+        return raw
+
     def str_list(self, name: str, default: list[str] | None) -> list[str] | None:
         value = self._get(name, default)
         if value is None:

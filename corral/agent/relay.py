@@ -1,12 +1,16 @@
 """The relay (what the host's `docker exec` runs) and tcp-relay modes.
 
 The relay makes sure a daemon of this version listens on `<agent dir>/agent.sock` (replacing one
-of another version, starting one fully detached if none answers) and then copies bytes between
-its stdin/stdout and the socket. tcp-relay does the same with a TCP port inside the sandbox.
+of another version, starting one fully detached if none answers) and then hands its stdin/stdout
+to the daemon over `<agent dir>/stdio.sock` (SCM_RIGHTS), so the daemon reads and writes the host's
+stream itself and no byte is copied twice; the relay only waits until the daemon is done with them.
+If that fails it copies bytes between its stdin/stdout and agent.sock instead. tcp-relay copies
+between stdin/stdout and a TCP port inside the sandbox.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import selectors
 import socket
@@ -29,8 +33,35 @@ def relay_main() -> int:
     sock = connect_current_daemon(directory, path)
     if sock is None:
         return 1
+    if hand_over_stdio(os.path.join(directory, "stdio.sock")):
+        sock.close()
+        return 0
     pump(sock, half_close=False)
     return 0
+
+
+def hand_over_stdio(path: str) -> bool:
+    """Pass our stdin and stdout to the daemon and wait until it has finished with them (it closes
+    the socket). False if the daemon did not take them: the caller relays instead."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(10.0)
+        conn.connect(path)
+        fds = array.array("i", [0, 1]).tobytes()
+        conn.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        if conn.recv(1) != b"\1":
+            return False
+    except OSError:
+        conn.close()
+        return False
+    conn.settimeout(None)
+    try:
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+    conn.close()
+    return True
 
 
 def connect_current_daemon(directory: str, path: str) -> socket.socket | None:

@@ -1,9 +1,10 @@
 """Connections, requests and the op registry.
 
-A Connection reads frames and runs each request on its own thread (at most MAX_INFLIGHT at a
-time); the handler registered for its op with `@op(name, *fields)` gets the shared agent state,
-the Request (events, cancellation) and the validated Params, and returns the result fields or
-raises Failure. Frames are written under a lock; a reply too big for a frame becomes `too_large`.
+A Connection reads frames and runs each request on a worker thread of its own (at most
+MAX_INFLIGHT at a time; workers are reused, see workers.py); the handler registered for its op
+with `@op(name, *fields)` gets the shared agent state, the Request (events, cancellation) and the
+validated Params, and returns the result fields or raises Failure. Frames are written under a lock;
+a reply too big for a frame becomes `too_large`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .errors import Failure, bad_request
 from .params import Params, short
 from .util import log
 from .wire import MAX_FRAME, FrameReader, ProtocolError, Stream, encode_frame
+from .workers import run_soon
 
 MAX_INFLIGHT = 256  # concurrent requests per connection
 
@@ -103,6 +105,7 @@ class Connection:
         self.agent = agent
         self._stream = stream
         self._label = label
+        self.label = label  # "relay N" (handed-over stdio), "connection N" (agent.sock), "stdio"
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._active: dict[int, Request] = {}
@@ -113,7 +116,7 @@ class Connection:
         self._stream.shutdown()
 
     def serve(self) -> None:
-        reader = FrameReader(self._stream.recv)
+        reader = FrameReader(self._stream.recv, self._stream.recv_into)
         try:
             while True:
                 msg = reader.read()
@@ -180,9 +183,7 @@ class Connection:
             self.send(error_frame(rid, problem[0], problem[1]), terminal=True)
             return
         try:
-            worker = threading.Thread(target=self._execute, args=(request, msg), daemon=True)
-            worker.name = f"request-{rid}"
-            worker.start()
+            run_soon(lambda: self._execute(request, msg), name=f"request-{rid}")
         except RuntimeError as exc:
             self._forget(rid)
             self.send(error_frame(rid, "busy", f"cannot start a thread: {exc}"), terminal=True)

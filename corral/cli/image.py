@@ -24,18 +24,21 @@ def run(args: argparse.Namespace) -> int:
 
     name = args.name or DEFAULT_IMAGE
 
-    async def exists() -> bool:
+    async def size() -> int | None:
         engine = DockerEngine()
         try:
-            return await engine.image_exists(name)
+            return await engine.image_size(name)
         finally:
             await engine.close()
 
-    present = anyio.run(exists)
+    present = anyio.run(size)
     if args.action == "status":
-        print(f"{name}: {'present' if present else 'missing (run: corral image build)'}")
-        return 0 if present else 1
-    if present and not args.force:
+        if present is None:
+            print(f"{name}: missing (run: corral image build)")
+            return 1
+        print(f"{name}: present, {present / 1e9:.2f} GB ({present / 2**20:.0f} MiB)")
+        return 0
+    if present is not None and not args.force:
         print(f"{name} is already built (use --force to rebuild)", file=sys.stderr)
         return 0
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

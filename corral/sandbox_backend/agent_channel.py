@@ -15,6 +15,8 @@ or as an async context manager, which runs the reader in its own task group::
 
 Everything the agent sends is untrusted: frames are size-capped and validated; anything malformed
 fails the whole channel with AgentProtocolError (every pending request gets it) and closes it.
+Bytes travel raw in binary frames: a `bytes` value in a request's params is sent that way, and a
+binary reply's raw bytes arrive as the result's `bytes` field.
 Cancelling a task awaiting `request` tells the agent to cancel that request.
 """
 
@@ -45,6 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 16 * 1024 * 1024
+BINARY = 0x80000000  # flag in the length of a binary frame (docs/agent-protocol.md, "Framing")
+BYTES_FIELD = "bytes"
 MAX_ERROR_MESSAGE = 64 * 1024
 MAX_QUEUED_EVENTS = 1024  # per request; beyond this, progress events are dropped
 SEND_TIMEOUT = 60.0  # a frame the agent does not take within this means the stream is dead
@@ -216,9 +220,10 @@ class AgentChannel:
             await pending.wait()
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        data = json.dumps(frame, separators=(",", ":")).encode()
-        if len(data) > self._max_frame:
-            message = f"request of {len(data)} bytes exceeds the {self._max_frame} byte frame limit"
+        data = _encode_frame(frame)
+        size = len(data) - 4
+        if size > self._max_frame:
+            message = f"request of {size} bytes exceeds the {self._max_frame} byte frame limit"
             raise AgentError("too_large", message)
         async with self._send_lock:
             self._raise_if_closed()
@@ -226,7 +231,7 @@ class AgentChannel:
             # write is shielded; a write that stalls this long means the peer is gone.
             with anyio.CancelScope(shield=True), anyio.move_on_after(SEND_TIMEOUT) as scope:
                 try:
-                    await self._stream.send(_HEADER.pack(len(data)) + data)
+                    await self._stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                     await self._fail(ChannelClosed(f"agent stream closed while sending: {exc}"))
             if scope.cancelled_caught:
@@ -262,6 +267,12 @@ class AgentChannel:
             await self._fail(ChannelClosed("channel reader stopped"))
 
     async def _read_exactly(self, size: int) -> bytes:
+        exact = getattr(self._stream, "receive_exactly", None)
+        if exact is not None and not self._buffer:
+            # A stream that buffers itself (the docker exec stream) hands over a whole frame at once.
+            data = await exact(size)
+            assert isinstance(data, bytes)
+            return data
         while len(self._buffer) < size:
             self._buffer += await self._stream.receive(max(65536, size - len(self._buffer)))
         data = bytes(self._buffer[:size])
@@ -270,16 +281,12 @@ class AgentChannel:
 
     async def _read_frame(self) -> dict[str, Any]:
         (length,) = _HEADER.unpack(await self._read_exactly(4))
+        binary = bool(length & BINARY)
+        length &= ~BINARY
         if length > self._max_frame:
             raise AgentProtocolError(f"agent sent a frame of {length} bytes (limit {self._max_frame})")
         body = await self._read_exactly(length)
-        try:
-            frame = json.loads(body)
-        except ValueError as exc:  # includes invalid UTF-8
-            raise AgentProtocolError(f"agent sent a frame that is not JSON: {exc}") from exc
-        if not isinstance(frame, dict):
-            raise AgentProtocolError("agent sent a frame that is not a JSON object")
-        return frame
+        return _decode_binary(body) if binary else _parse_object(body)
 
     def _route(self, frame: dict[str, Any]) -> None:
         rid = frame.get("id")
@@ -323,6 +330,41 @@ class AgentChannel:
                 await self._stream.aclose()
             except Exception as exc:  # closing a broken stream may fail in transport-specific ways
                 log.debug("closing the agent stream failed: %r", exc)
+
+
+def _encode_frame(frame: dict[str, Any]) -> bytes:
+    """Header + JSON; binary (raw bytes after the JSON) when the `bytes` field holds bytes."""
+    payload = frame.get(BYTES_FIELD)
+    if isinstance(payload, bytes | bytearray | memoryview):
+        body = json.dumps({k: v for k, v in frame.items() if k != BYTES_FIELD}, separators=(",", ":")).encode()
+        header = _HEADER.pack((4 + len(body) + len(payload)) | BINARY) + _HEADER.pack(len(body))
+        return b"".join((header, body, payload))
+    body = json.dumps(frame, separators=(",", ":")).encode()
+    return _HEADER.pack(len(body)) + body
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        frame = json.loads(body)
+    except ValueError as exc:  # includes invalid UTF-8
+        raise AgentProtocolError(f"agent sent a frame that is not JSON: {exc}") from exc
+    if not isinstance(frame, dict):
+        raise AgentProtocolError("agent sent a frame that is not a JSON object")
+    return frame
+
+
+def _decode_binary(body: bytes) -> dict[str, Any]:
+    """A binary frame's JSON object with its raw bytes as the `bytes` field."""
+    if len(body) < 4:
+        raise AgentProtocolError("agent sent a binary frame without a JSON length")
+    (size,) = _HEADER.unpack_from(body)
+    if size > len(body) - 4:
+        raise AgentProtocolError(f"agent sent a binary frame whose JSON length ({size}) exceeds the frame")
+    frame = _parse_object(body[4 : 4 + size])
+    if BYTES_FIELD in frame:
+        raise AgentProtocolError(f"agent sent a binary frame whose JSON has a '{BYTES_FIELD}' field")
+    frame[BYTES_FIELD] = body[4 + size :]
+    return frame
 
 
 def _parse_error(frame: dict[str, Any]) -> AgentError:

@@ -122,6 +122,10 @@ class Engine(Protocol):
         """Every name (repo:tag and repo@digest) of every image present on the engine."""
         ...
 
+    async def image_size(self, name: str) -> int | None:
+        """The image's size in bytes (uncompressed, as `docker images` shows it); None if absent."""
+        ...
+
     async def pull_image(self, name: str) -> None: ...
 
     async def create_container(self, spec: ContainerSpec) -> str:

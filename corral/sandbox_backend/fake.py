@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from corral.agent.bundle import agent_version
+from corral.config import DEFAULT_IMAGE
 from corral.errors import BackendError, BackendUnavailable, CheckpointUnavailable, CorralError, ImageNotFound
 from corral.sandbox_backend.engine import (
     Capabilities,
@@ -37,6 +38,7 @@ from corral.sandbox_backend.engine import (
 )
 
 _HEADER = struct.Struct(">I")
+_BINARY = 0x80000000
 
 AgentOp = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
@@ -98,10 +100,17 @@ class FakeAgent(ExecStream):
         self._inbox += item
         while len(self._inbox) >= 4:
             (size,) = _HEADER.unpack(self._inbox[:4])
+            binary, size = bool(size & _BINARY), size & ~_BINARY
             if len(self._inbox) < 4 + size:
                 break
-            frame = json.loads(bytes(self._inbox[4 : 4 + size]))
+            body = bytes(self._inbox[4 : 4 + size])
             del self._inbox[: 4 + size]
+            if binary:  # docs/agent-protocol.md: JSON length, JSON, then the raw `bytes`
+                (json_size,) = _HEADER.unpack(body[:4])
+                frame = json.loads(body[4 : 4 + json_size])
+                frame["bytes"] = body[4 + json_size :]
+            else:
+                frame = json.loads(body)
             await self._answer(frame)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -124,8 +133,14 @@ class FakeAgent(ExecStream):
     # protocol --------------------------------------------------------------------------------
 
     def _emit(self, frame: dict[str, Any]) -> None:
+        raw = frame.get("bytes")
+        if isinstance(raw, bytes):
+            frame = {k: v for k, v in frame.items() if k != "bytes"}
         data = json.dumps(frame).encode()
-        self._outbox += _HEADER.pack(len(data)) + data
+        if isinstance(raw, bytes):
+            self._outbox += _HEADER.pack((4 + len(data) + len(raw)) | _BINARY) + _HEADER.pack(len(data)) + data + raw
+        else:
+            self._outbox += _HEADER.pack(len(data)) + data
         self._ready.set()
 
     async def _answer(self, frame: dict[str, Any]) -> None:
@@ -172,7 +187,7 @@ class FakeEngine:
         self,
         *,
         runtimes: Sequence[str] = ("runc", "corral-runsc", "corral-runsc-net"),
-        images: Sequence[str] = ("corral/sandbox:2",),
+        images: Sequence[str] = (DEFAULT_IMAGE,),
         pullable: Sequence[str] = (),
         agent_ops: Mapping[str, AgentOp] | None = None,
         agent_version: str | None = None,
@@ -186,6 +201,7 @@ class FakeEngine:
         self.images: set[str] = set(images)
         self.image_labels: dict[str, dict[str, str]] = {}
         self.agents: dict[str, FakeAgent] = {}  # exec id -> the agent end of an exec stream
+        self.image_bytes = 1_000_000_000
         self.pullable: set[str] = set(pullable)
         self.networks: dict[str, dict[str, str]] = {}
         self.runtime_names: set[str] = set(runtimes)
@@ -257,6 +273,10 @@ class FakeEngine:
     async def list_images(self) -> set[str]:
         self._enter("list_images")
         return set(self.images)
+
+    async def image_size(self, name: str) -> int | None:
+        self._enter("image_size", name)
+        return self.image_bytes if name in self.images else None
 
     async def pull_image(self, name: str) -> None:
         self._enter("pull_image", name)

@@ -54,6 +54,6 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
-        tools=build_tools(groups),
+        tools=build_tools(groups, output_schemas=settings.output_schemas),
     )
     return server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -14,8 +15,8 @@ from corral.service.access import SandboxAccess
 from corral.service.models import CodeError, CodeResult, ExecResult
 from corral.service.validation import check_env, check_path, check_size, check_timeout
 
-Language = Literal["python", "javascript", "bash"]
-LANGUAGES: tuple[str, ...] = ("python", "javascript", "bash")
+Language = Literal["python", "javascript", "typescript", "bash"]
+LANGUAGES: tuple[str, ...] = ("python", "javascript", "typescript", "bash")
 OnOutput = Callable[[str, str], Awaitable[None]]  # (stream name, new text)
 
 # Headroom over the in-sandbox timeout before the host gives up on the agent itself.
@@ -33,9 +34,6 @@ def _events(on_output: OnOutput | None) -> Callable[[dict[str, Any]], Awaitable[
     return handle
 
 
-
-
-
 def check_language(language: str) -> str:
     if language not in LANGUAGES:
         raise InvalidRequest(f"unsupported language {language!r}; use one of: {', '.join(LANGUAGES)}")
@@ -50,12 +48,6 @@ def check_context(context: str) -> str:
     return context
 
 
-
-
-
-
-
-
 def _cap(text: Any, limit: int) -> str | None:
     """Head + tail of an over-long string with a marker, so no reply is ever unbounded."""
     if text is None:
@@ -67,20 +59,82 @@ def _cap(text: Any, limit: int) -> str | None:
     return f"{text[:half]}\n…[{len(text) - 2 * half} characters dropped]…\n{text[-half:]}"
 
 
-def _decode_images(raw: Any, limit: int) -> list[bytes]:
-    if not isinstance(raw, list):
-        return []
-    images = []
-    for item in raw[:16]:
-        if not isinstance(item, str) or len(item) > limit * 4 // 3 + 4:
+IMAGE_FORMATS = {"png": ("image/png", b"\x89PNG\r\n\x1a\n"), "jpeg": ("image/jpeg", b"\xff\xd8\xff")}
+TEXT_FORMATS = ("text", "html", "markdown", "svg", "latex")
+MAX_RESULTS = 16
+MAX_IMAGES = 16
+
+
+def _shallow(value: Any, limit: int = 32) -> bool:
+    """Whether JSON from the sandbox nests at most `limit` deep (deeper breaks serializers)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _decode_image(item: Any, kind: str, limit: int) -> bytes | None:
+    if not isinstance(item, str) or len(item) > limit * 4 // 3 + 4:
+        return None
+    try:
+        data = base64.b64decode(item, validate=True)
+    except ValueError:
+        return None
+    return data if data.startswith(IMAGE_FORMATS[kind][1]) else None
+
+
+Results = list[dict[str, Any]]
+Images = list[tuple[bytes, str]]  # (data, mime type)
+
+
+def shape_outputs(raw: Any, text_limit: int, image_limit: int) -> tuple[Results, Images, int]:
+    """The agent's rich outputs as (results, images, how many were left out).
+
+    Images become image content (a result names its image by index); the main result's plain
+    text is `value`, so a main result with nothing else is not repeated. All the results' text
+    together stays within 4 x text_limit.
+    """
+    results: list[dict[str, Any]] = []
+    images: list[tuple[bytes, str]] = []
+    budget = 4 * text_limit
+    left_out = 0
+    for output in raw if isinstance(raw, list) else []:
+        if not isinstance(output, dict):
             continue
-        try:
-            data = base64.b64decode(item, validate=True)
-        except ValueError:
+        result: dict[str, Any] = {"main": True} if output.get("main") is True else {}
+        for key in TEXT_FORMATS:
+            if isinstance(output.get(key), str) and not (key == "text" and result):
+                result[key] = _cap(output[key], text_limit)
+        for key in ("json", "chart"):
+            if output.get(key) is not None and _shallow(output[key]):
+                result[key] = output[key]
+        for kind, (mime, _magic) in IMAGE_FORMATS.items():
+            data = _decode_image(output.get(kind), kind, image_limit)
+            if data is not None and len(images) < MAX_IMAGES:
+                result["image"] = len(images)
+                images.append((data, mime))
+                break
+        if set(result) <= {"main"}:
             continue
-        if data.startswith(b"\x89PNG\r\n\x1a\n"):
-            images.append(data)
-    return images
+        size = len(json.dumps(result, default=str))
+        if size > budget and "image" in result:  # keep the image, say what was left out
+            kept: dict[str, Any] = {key: result[key] for key in ("main", "image") if key in result}
+            kept["omitted"] = sorted(set(result) - set(kept))
+            result, size = kept, len(json.dumps(kept))
+        if len(results) >= MAX_RESULTS or size > budget:
+            left_out += 1
+            if "image" in result:
+                images.pop()
+            continue
+        budget -= size
+        results.append(result)
+    return results, images, left_out
 
 
 class Execution:
@@ -140,9 +194,10 @@ class Execution:
         *,
         language: str = "python",
         context: str = "default",
+        env: dict[str, str] | None = None,
         timeout: float | None = None,
         on_output: OnOutput | None = None,
-    ) -> tuple[CodeResult, list[bytes]]:
+    ) -> tuple[CodeResult, list[tuple[bytes, str]]]:
         policy = self._policy
         check_language(language)
         check_context(context)
@@ -152,6 +207,7 @@ class Execution:
             "language": language,
             "context": context,
             "code": code,
+            "env": check_env(env),
             "timeout": limit,
             "max_output": policy.output_limit,
         }
@@ -159,8 +215,11 @@ class Execution:
         res = await self._sandboxes.request(
             ref, "code_run", params, timeout=limit + HOST_GRACE, on_event=_events(on_output)
         )
-        images = _decode_images(res.get("images"), policy.max_file_bytes)
+        results, images, left_out = shape_outputs(res.get("outputs"), policy.output_limit, policy.max_file_bytes)
         notice = await self._context_continuity(ref, language, context)
+        if left_out:
+            dropped = f"{left_out} rich output(s) were left out to keep the result small."
+            notice = f"{notice} {dropped}" if notice else dropped
         error = res.get("error")
         result = CodeResult(
             stdout=str(res.get("stdout", "")),
@@ -175,6 +234,7 @@ class Execution:
             )
             if isinstance(error, dict)
             else None,
+            results=results,
             images=len(images),
             timed_out=bool(res.get("timed_out", False)),
             interrupted=bool(res.get("interrupted", False)),
@@ -203,7 +263,22 @@ class Execution:
     async def list_contexts(self, ref: str) -> list[dict[str, Any]]:
         res = await self._sandboxes.request(ref, "context_list", {}, timeout=30)
         contexts = res.get("contexts", [])
-        return [c for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+        now = time.time()
+        listed = []
+        for c in contexts if isinstance(contexts, list) else []:
+            if not isinstance(c, dict):
+                continue
+            created, last_used, memory = c.get("created"), c.get("last_used"), c.get("memory")
+            listed.append({
+                "language": c.get("language"),
+                "context": c.get("context"),
+                "busy": bool(c.get("busy")),
+                "runs": c.get("runs", 0),
+                "age_s": round(max(0.0, now - created), 1) if isinstance(created, int | float) else None,
+                "idle_s": round(max(0.0, now - last_used), 1) if isinstance(last_used, int | float) else None,
+                "memory_mb": round(memory / 2**20, 1) if isinstance(memory, int | float) else None,
+            })
+        return listed
 
     async def restart_context(self, ref: str, language: str, context: str) -> None:
         params = {"language": check_language(language), "context": check_context(context)}
@@ -212,3 +287,9 @@ class Execution:
     async def interrupt_context(self, ref: str, language: str, context: str) -> None:
         params = {"language": check_language(language), "context": check_context(context)}
         await self._sandboxes.request(ref, "context_interrupt", params, timeout=30)
+
+    async def delete_context(self, ref: str, language: str, context: str) -> None:
+        params = {"language": check_language(language), "context": check_context(context)}
+        await self._sandboxes.request(ref, "context_close", params, timeout=30)
+        rec = await self._sandboxes.resolve(ref)
+        await self._contexts.forget(rec.id, language, context)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -89,9 +89,14 @@ class CodeResult(BaseModel):
     stderr: str
     stdout_dropped_bytes: int = 0
     stderr_dropped_bytes: int = 0
-    value: str | None = Field(default=None, description="repr of the final expression (Python/JS), like a notebook.")
-    error: CodeError | None = Field(default=None, description="The exception, with a clean traceback.")
-    images: int = Field(0, description="How many PNG images (figures) were returned as image content.")
+    value: str | None = Field(None, description="repr of the final expression (Python/JS), like a notebook.")
+    error: CodeError | None = Field(None, description="The exception, with a clean traceback.")
+    results: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Rich outputs: main?, text, html, markdown, svg, latex, json, chart, image (index of its "
+        "image block).",
+    )
+    images: int = Field(0, description="How many images were returned as image content.")
     timed_out: bool = False
     interrupted: bool = False
     state_lost: bool = Field(

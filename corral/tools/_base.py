@@ -6,14 +6,13 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
 
 from corral.errors import CorralError
 from corral.service import Services, notes
@@ -37,22 +36,25 @@ class ToolSpec:
     destructive: bool = False
     idempotent: bool = False
     open_world: bool = False  # reaches beyond the sandbox (e.g. a git remote)
+    # Other spellings accepted for an argument ({alias: parameter}), e.g. the names other agents'
+    # tools taught models. Only the parameter is in the schema; an alias is a known argument.
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def annotations(self) -> ToolAnnotations:
+        # Left out where the MCP default says it (readOnly false, idempotent false; destructive
+        # means nothing for a read-only tool); the title is the tool's own. Sandboxes have no
+        # network by default: most tools' effects stay inside them.
         return ToolAnnotations(
-            title=self.title,
-            read_only_hint=self.read_only,
-            destructive_hint=self.destructive,
-            idempotent_hint=self.idempotent,
-            # Sandboxes have no network by default: most tools' effects stay inside them.
-            open_world_hint=self.open_world,
+            read_only_hint=True if self.read_only else None,
+            destructive_hint=None if self.read_only else self.destructive,
+            idempotent_hint=True if self.idempotent else None,
+            open_world_hint=None if self.open_world else False,
         )
 
 
-SandboxRef = Annotated[
-    str, Field(description="Sandbox id (sb-xxxxxxxx) or name, as returned by create_sandbox.")
-]
+# Every tool takes it; what it is is said once, in the server's instructions.
+SandboxRef = str
 
 
 def services(ctx: Context) -> Services:

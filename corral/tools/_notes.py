@@ -1,15 +1,18 @@
 """Adding the call's notes (service/notes.py) to a tool's result: what the model should know
-whatever the tool was: a sandbox it used was resumed, its lease, a lifetime about to end."""
+whatever the tool was: a sandbox it used was resumed, its lease, a lifetime about to end.
+
+They go into the structured content (`lease`, `leases`, `notices`) and, as `key: value` lines
+(tools/_render.py), after the result's own text."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp.types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel
 
 from corral.service.notes import CallNotes
+from corral.tools._render import render, render_fields
 
 
 def annotate(result: Any, notes: CallNotes) -> Any:
@@ -24,14 +27,27 @@ def annotate(result: Any, notes: CallNotes) -> Any:
         return result
     if isinstance(result, CallToolResult):
         structured = dict(result.structured_content or {})
-        rest = [block for block in result.content if not isinstance(block, TextContent)]
+        content = list(result.content)
     elif isinstance(result, BaseModel):
         structured = result.model_dump(mode="json")
-        rest = []
+        content = [TextContent(type="text", text=render(result))]
     else:
         return result
-    for key, value in extra.items():
-        if structured.get(key) is None:  # a result that shows its own lease keeps it
-            structured[key] = value
-    content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured, indent=2)), *rest]
-    return CallToolResult(content=content, structured_content=structured, is_error=getattr(result, "is_error", False))
+    added = {key: value for key, value in extra.items() if structured.get(key) is None}
+    structured.update(added)
+    # A result that shows its own lease keeps it; a lease of null says so as `lease: none`.
+    text = render_fields({k: ("none" if v is None else v) for k, v in added.items()})
+    blocks: list[ContentBlock] = content
+    first = next((i for i, block in enumerate(blocks) if isinstance(block, TextContent)), None)
+    if first is None:
+        blocks.insert(0, TextContent(type="text", text=text))
+    else:
+        block = blocks[first]
+        assert isinstance(block, TextContent)
+        joint = "" if not block.text or block.text.endswith("\n") else "\n"
+        blocks[first] = TextContent(type="text", text=f"{block.text}{joint}{text}")
+    return CallToolResult(content=blocks, structured_content=structured, is_error=result_is_error(result))
+
+
+def result_is_error(result: Any) -> bool:
+    return bool(getattr(result, "is_error", False))

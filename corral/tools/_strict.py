@@ -78,6 +78,7 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> None:
     """Raise ToolError unless `arguments` fit the tool's signature exactly."""
     model = tool.fn_metadata.arg_model
     valid = [field.alias or name for name, field in model.model_fields.items()]
+    valid += list(getattr(model, "accepted_aliases", {}))  # other spellings the model renames
     unknown = sorted(str(k) for k in arguments if k not in valid)
     if unknown:
         names = ", ".join(repr(k[:60]) for k in unknown[:10])

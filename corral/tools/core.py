@@ -16,10 +16,7 @@ from corral.tools._base import SandboxRef, ToolSpec, progress, services
 if TYPE_CHECKING:
     from corral.sandbox_backend.store import SandboxRecord
 
-Timeout = Annotated[
-    float | None,
-    Field(description="Seconds before the run is stopped (default 60; the server sets a maximum)."),
-]
+Timeout = Annotated[float | None, Field(description="Seconds (default 60).")]
 
 
 class SandboxList(BaseModel):
@@ -62,26 +59,19 @@ def connection_key(ctx: Context) -> str:
 
 async def create_sandbox(
     ctx: Context,
-    name: Annotated[str | None, Field(description="Unique name (a-z, 0-9, _.-), usable instead of the id.")] = None,
-    image: Annotated[str | None, Field(description="Default: Corral's (python3, node, git).")] = None,
+    name: Annotated[str | None, Field(description="Unique name (a-z, 0-9, _.-) usable instead of the id.")] = None,
+    image: Annotated[str | None, Field(description="Default: Corral's (Python data stack, node, git).")] = None,
     memory_mb: Annotated[int | None, Field(description="Default 1024.")] = None,
     cpus: Annotated[float | None, Field(description="Default 1.")] = None,
-    labels: Annotated[dict[str, str] | None, Field(description="To find it later.")] = None,
-    env: Annotated[dict[str, str] | None, Field(description="For every command, interpreter, process.")] = None,
-    idle_stop_after: Annotated[
-        float | None, Field(description="Seconds without calls before it stops (memory kept); 0 = never.")
-    ] = None,
-    delete_after: Annotated[float | None, Field(description="Seconds until it is deleted; 0 = never.")] = None,
-    ephemeral: Annotated[bool, Field(description="Delete it when this client disconnects.")] = False,
-    from_snapshot: Annotated[str | None, Field(description="Start from this snapshot's files.")] = None,
+    labels: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    idle_stop_after: Annotated[float | None, Field(description="Idle s until stopped, memory kept; 0 never")] = None,
+    delete_after: Annotated[float | None, Field(description="Seconds until deleted; 0 never.")] = None,
+    ephemeral: Annotated[bool, Field(description="Delete on client disconnect.")] = False,
+    from_snapshot: Annotated[str | None, Field(description="Snapshot name.")] = None,
 ) -> SandboxInfo:
-    """Create a new isolated Linux sandbox (a gVisor container) and return its id.
-
-    Use it once per task and reuse the id for every later call: files, installed packages and
-    interpreter state persist in it across calls and server restarts until you delete it.
-    No network access; runs as a non-root user in /workspace. Values over the server's limits are
-    clamped (see `notices`).
-    """
+    """Create an isolated Linux sandbox (gVisor; no network, non-root, in /workspace) and return its
+    id. Create one per task and reuse it: files, packages and interpreter state persist."""
     app = services(ctx)
     svc = app.sandboxes
     snapshot_image = None
@@ -109,7 +99,7 @@ async def list_sandboxes(
     ctx: Context,
     labels: Annotated[dict[str, str] | None, Field(description="Only sandboxes with all these labels.")] = None,
 ) -> SandboxList:
-    """List sandboxes with their id, name, status and limits."""
+    """List sandboxes: id, name, status, limits."""
     return SandboxList(sandboxes=[info(ctx, r) for r in await services(ctx).sandboxes.list_all(labels)])
 
 
@@ -122,7 +112,7 @@ async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
 
 
 async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
-    """Delete a sandbox and everything in it (files, processes). Cannot be undone."""
+    """Delete a sandbox and everything in it. Cannot be undone."""
     rec = await services(ctx).sandboxes.delete(sandbox)
     return Deleted(id=rec.id, name=rec.name, deleted=True)
 
@@ -130,17 +120,13 @@ async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
 async def run_command(
     ctx: Context,
     sandbox: SandboxRef,
-    command: Annotated[str, Field(description="Shell command line, run with bash -c.")],
-    cwd: Annotated[str | None, Field(description="Working directory (default /workspace).")] = None,
-    env: Annotated[dict[str, str] | None, Field(description="Extra environment variables.")] = None,
+    command: Annotated[str, Field(description="Run with bash -c.")],
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
     timeout: Timeout = None,
 ) -> ExecResult:
-    """Run a shell command in the sandbox and return exit code, stdout and stderr separately.
-
-    Each call is a fresh shell (use run_code with language='bash' to keep shell state). Output is
-    capped at 64 KiB per stream, keeping head and tail. On timeout the command is killed and the
-    sandbox stays usable. No network access unless the sandbox was created with it.
-    """
+    """Run a shell command (a fresh shell each call) and return exit code, stdout and stderr (64 KiB
+    each, head and tail kept). For shell state across calls use run_code with language='bash'."""
     return await services(ctx).execution.run_command(
         sandbox, command, cwd=cwd, env=env, timeout=timeout, on_output=progress(ctx)
     )

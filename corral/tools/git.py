@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from corral.service.git import OnProgress
 from corral.service.git.models import (
+    GitBranches,
     GitCheckoutResult,
     GitCloneResult,
     GitCommitResult,
@@ -21,19 +22,11 @@ from corral.service.git.models import (
 )
 from corral.tools._base import SandboxRef, ToolSpec, services
 
-RepoArg = Annotated[
-    str, Field(description="Repository directory in the sandbox, e.g. /workspace/project (relative: under /workspace).")
-]
-Credentials = Annotated[
-    GitCredentials | None,
-    Field(description="For private repositories: used for this call only, never stored or shown."),
-]
-RemoteArg = Annotated[str, Field(description="Remote name.")]
-HostArg = Annotated[
-    str | None,
-    Field(description="Host the credentials are for, e.g. 'github.com' (default: the one cloned from)."),
-]
-PathsArg = Annotated[list[str] | None, Field(description="Limit to these files or directories (relative to repo).")]
+RepoArg = Annotated[str, Field(description="Repository directory.")]
+Credentials = Annotated[GitCredentials | None, Field(description="For private repositories; never stored.")]
+RemoteArg = str
+PathsArg = Annotated[list[str] | None, Field(description="Only these paths.")]
+HostArg = Annotated[str | None, Field(description="Host the credentials are for (default: the one cloned from).")]
 
 
 def _progress(ctx: Context) -> OnProgress:
@@ -46,13 +39,13 @@ def _progress(ctx: Context) -> OnProgress:
 async def git_clone(
     ctx: Context,
     sandbox: SandboxRef,
-    url: Annotated[str, Field(description="https:// URL of the repository.")],
-    path: Annotated[str | None, Field(description="Target directory (default /workspace/<repo name>).")] = None,
-    branch: Annotated[str | None, Field(description="Branch to check out (default: the remote's).")] = None,
-    depth: Annotated[int | None, Field(description="Fetch only this many recent commits.")] = None,
+    url: Annotated[str, Field(description="https:// URL.")],
+    path: Annotated[str | None, Field(description="Default /workspace/<repo name>.")] = None,
+    branch: str | None = None,
+    depth: Annotated[int | None, Field(description="Only this many recent commits.")] = None,
     credentials: Credentials = None,
 ) -> GitCloneResult:
-    """Clone a git repository into the sandbox, which needs no network for it. Reports progress."""
+    """Clone a git repository into the sandbox (which needs no network for it)."""
     return await services(ctx).git.clone(sandbox,
         url,
         path=path,
@@ -64,7 +57,7 @@ async def git_clone(
 
 
 async def git_status(ctx: Context, sandbox: SandboxRef, repo: RepoArg) -> GitStatus:
-    """Show the current branch, ahead/behind counts and changed, staged and untracked files."""
+    """Show the branch, ahead/behind counts and changed, staged and untracked files."""
     return await services(ctx).git.status(sandbox, repo)
 
 
@@ -73,10 +66,10 @@ async def git_diff(
     sandbox: SandboxRef,
     repo: RepoArg,
     paths: PathsArg = None,
-    staged: Annotated[bool, Field(description="Diff what is staged for commit instead of unstaged changes.")] = False,
-    base: Annotated[str | None, Field(description="Compare against this commit or branch, e.g. 'HEAD~1'.")] = None,
+    staged: Annotated[bool, Field(description="What is staged, not unstaged changes.")] = False,
+    base: Annotated[str | None, Field(description="Compare with this commit, e.g. 'HEAD~1'.")] = None,
 ) -> GitDiff:
-    """Show changes as a unified diff (untracked files are not included; git_status lists them)."""
+    """Show changes as a unified diff (not untracked files)."""
     return await services(ctx).git.diff(sandbox, repo, paths=paths, staged=staged, base=base)
 
 
@@ -84,11 +77,11 @@ async def git_log(
     ctx: Context,
     sandbox: SandboxRef,
     repo: RepoArg,
-    max_count: Annotated[int, Field(description="How many commits, newest first.")] = 20,
+    max_count: int = 20,
     rev: Annotated[str | None, Field(description="Branch, tag, commit or range (default HEAD).")] = None,
     paths: PathsArg = None,
 ) -> GitLog:
-    """List commits: id, author, date and subject."""
+    """List commits, newest first."""
     return await services(ctx).git.log(sandbox, repo, max_count=max_count, rev=rev, paths=paths)
 
 
@@ -96,24 +89,36 @@ async def git_checkout(
     ctx: Context,
     sandbox: SandboxRef,
     repo: RepoArg,
-    branch: Annotated[str, Field(description="Branch to switch to (a remote branch is tracked automatically).")],
-    create: Annotated[bool, Field(description="Create the branch first.")] = False,
-    start_point: Annotated[str | None, Field(description="With create: where it starts (default HEAD).")] = None,
+    branch: str,
+    create: bool = False,
+    start_point: Annotated[str | None, Field(description="With create (default HEAD).")] = None,
 ) -> GitCheckoutResult:
-    """Switch to a branch, or create one and switch to it."""
+    """Switch to a branch (a remote one is tracked), or create one and switch to it."""
     return await services(ctx).git.checkout(sandbox, repo, branch, create=create, start_point=start_point)
+
+
+async def git_branches(
+    ctx: Context,
+    sandbox: SandboxRef,
+    repo: RepoArg,
+    action: Literal["list", "create", "delete"] = "list",
+    name: str | None = None,
+    start_point: Annotated[str | None, Field(description="For create (default HEAD).")] = None,
+    force: Annotated[bool, Field(description="Move an existing branch; delete an unmerged one.")] = False,
+) -> GitBranches:
+    """List branches, or create or delete one (git_checkout switches)."""
+    return await services(ctx).git.branches(
+        sandbox, repo, action=action, name=name, start_point=start_point, force=force
+    )
 
 
 async def git_commit(
     ctx: Context,
     sandbox: SandboxRef,
     repo: RepoArg,
-    message: Annotated[str, Field(description="Commit message.")],
-    author: Annotated[str | None, Field(description="'Name <email>' (default: the repository's user).")] = None,
-    paths: Annotated[
-        list[str] | None,
-        Field(description="Files to stage first; default all changes incl. untracked; [] = only what is staged."),
-    ] = None,
+    message: str,
+    author: Annotated[str | None, Field(description="'Name <email>'.")] = None,
+    paths: Annotated[list[str] | None, Field(description="To stage; default all; [] = only what is staged.")] = None,
 ) -> GitCommitResult:
     """Stage changes and commit them."""
     return await services(ctx).git.commit(sandbox, repo, message, author=author, paths=paths)
@@ -124,12 +129,12 @@ async def git_push(
     sandbox: SandboxRef,
     repo: RepoArg,
     remote: RemoteArg = "origin",
-    branch: Annotated[str | None, Field(description="Branch to push (default: the current one).")] = None,
+    branch: Annotated[str | None, Field(description="Default: the current one.")] = None,
     credentials: Credentials = None,
     host: HostArg = None,
-    force: Annotated[bool, Field(description="Overwrite the remote branch even if it has other commits.")] = False,
+    force: bool = False,
 ) -> GitPushResult:
-    """Push a branch to the same-named branch of a remote, and track it. Reports progress."""
+    """Push a branch to the same-named branch of a remote, and track it."""
     return await services(ctx).git.push(sandbox,
         repo,
         remote=remote,
@@ -146,11 +151,11 @@ async def git_pull(
     sandbox: SandboxRef,
     repo: RepoArg,
     remote: RemoteArg = "origin",
-    branch: Annotated[str | None, Field(description="Remote branch (default: the upstream, else same name).")] = None,
+    branch: Annotated[str | None, Field(description="Default: the upstream.")] = None,
     credentials: Credentials = None,
     host: HostArg = None,
 ) -> GitPullResult:
-    """Fetch a remote branch and merge it into the current branch; conflicts are listed, not fatal."""
+    """Fetch a remote branch and merge it into the current one; conflicts are listed."""
     return await services(ctx).git.pull(sandbox,
         repo,
         remote=remote,
@@ -167,6 +172,7 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(git_diff, "Git diff", read_only=True, idempotent=True),
     ToolSpec(git_log, "Git log", read_only=True, idempotent=True),
     ToolSpec(git_checkout, "Git switch branch", idempotent=True),
+    ToolSpec(git_branches, "Git branches", destructive=True),
     ToolSpec(git_commit, "Git commit"),
     ToolSpec(git_push, "Git push", destructive=True, open_world=True),
     ToolSpec(git_pull, "Git pull", open_world=True),

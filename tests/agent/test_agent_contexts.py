@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentError
+from tests.drivers.conftest import node_has_typescript
 
 from .helpers import AGENT_PACKAGE, agent_env, eventually, open_channel, pid_alive, stdio_argv
 
@@ -192,9 +193,45 @@ async def test_missing_driver_is_a_clear_error(agent_dir: Path, tmp_path: Path) 
 
 
 REAL_DRIVERS = AGENT_PACKAGE / "drivers"
+async def test_driver_outputs_are_checked_and_bounded(agent: AgentChannel) -> None:
+    code = (
+        "big = 'A' * (5 * 2**20)\n"
+        "OUTPUTS = [{'main': True, 'text': 't', 'html': 7, 'png': big, 'chart': {'type': 'bar'}},\n"
+        "           {'main': 'yes', 'jpeg': big}, {'png': 'x' * 100}, 'junk', {'main': False}, {'json': [1, 2]}]"
+    )
+    outputs = (await run(agent, code))["outputs"]
+    assert outputs == [
+        {"main": True, "text": "t", "png": "A" * (5 * 2**20), "chart": {"type": "bar"}},  # html: not text
+        # the second output's image would pass the run's 8 MiB budget: dropped, and nothing is left of it
+        {"main": False, "png": "x" * 100},
+        {"main": False, "json": [1, 2]},
+    ]
+
+
+async def test_run_env_is_passed_to_the_driver(agent: AgentChannel) -> None:
+    reply = await run(agent, "1", env={"A": "b"})
+    assert reply["error"] is None
+    bad = await agent_error(agent, "code_run", {"language": "python", "context": "main", "code": "1", "env": {"": "x"}})
+    assert bad.type == "bad_request"
+
+
+async def agent_error(agent: AgentChannel, op: str, params: dict[str, Any]) -> AgentError:
+    with pytest.raises(AgentError) as caught:
+        await agent.request(op, params)
+    return caught.value
+
+
+async def test_contexts_report_last_use_and_memory(agent: AgentChannel) -> None:
+    await run(agent, "blob = bytearray(32 * 2**20)", context="mem")
+    info = (await contexts(agent))["mem"]
+    assert info["last_used"] >= info["created"]
+    assert info["memory"] >= 32 * 2**20
+
+
 REAL_CASES = [
     ("python", "python_driver.py", ["x = 6", "x * 7"], "42"),
     ("javascript", "node_driver.js", ["let x = 6", "x * 7"], "42"),
+    ("typescript", "node_driver.js", ["let x: number = 6", "x * 7"], "42"),
     ("bash", "bash_driver.py", ["X=42", "echo $X"], None),
 ]
 
@@ -205,8 +242,10 @@ async def test_real_driver_smoke(
 ) -> None:
     if not (REAL_DRIVERS / script).is_file():
         pytest.skip(f"{script} is not written yet")
-    if language == "javascript" and shutil.which("node") is None:
+    if language in ("javascript", "typescript") and shutil.which("node") is None:
         pytest.skip("node is not installed")
+    if language == "typescript" and not node_has_typescript():
+        pytest.skip("the host's node has no 'typescript' package (the Docker tier runs TypeScript in the image)")
     async with open_channel(stdio_argv(), agent_env(agent_dir, drivers=None)) as agent:
         params = {"language": language, "context": "smoke", "timeout": 60}
         results = [await agent.request("code_run", {**params, "code": code}) for code in codes]
@@ -215,7 +254,8 @@ async def test_real_driver_smoke(
             assert results[-1]["value"] == value
         else:
             assert results[-1]["stdout"] == "42\n"
-        slow = {"python": "import time\ntime.sleep(60)", "javascript": "while (true) {}", "bash": "sleep 60"}
+        slow = {"python": "import time\ntime.sleep(60)", "javascript": "while (true) {}",
+                "typescript": "while (true) {}", "bash": "sleep 60"}
         timed_out = await agent.request("code_run", {**params, "code": slow[language], "timeout": 1})
         assert timed_out["timed_out"] is True
         again = await agent.request("code_run", {**params, "code": codes[-1]})

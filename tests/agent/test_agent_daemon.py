@@ -73,6 +73,19 @@ async def test_relay_starts_the_daemon_from_the_bundle(agent_dir: Path) -> None:
     assert daemon_pid(agent_dir) == hello["pid"]
 
 
+async def test_the_relay_hands_its_stream_to_the_daemon_and_children_do_not_inherit_it(agent_dir: Path) -> None:
+    async with open_channel(relay_argv(), agent_env(agent_dir)) as channel:
+        hello = await channel.request("hello")
+        fds = await channel.request("exec", {"shell": "ls /proc/self/fd", "timeout": 30})
+        big = bytes(range(256)) * 8192  # 2 MiB each way through the handed-over stream
+        target = agent_dir.parent / "big.bin"
+        await channel.request("write_file", {"path": str(target), "bytes": big})
+        back = await channel.request("read_file", {"path": str(target), "max_bytes": len(big), "binary": True})
+    assert sorted(int(fd) for fd in fds["stdout"].split()) == [0, 1, 2, 3]  # 3: ls's own directory
+    assert back["bytes"] == big
+    assert hello["connection"].startswith("relay ")  # the daemon serves the relay's own stdio
+
+
 async def test_sandbox_files_and_python_variables_cannot_hijack_the_agent(agent_dir: Path, tmp_path: Path) -> None:
     # The host starts the relay in /workspace, whose files belong to the sandbox: a module there
     # (or on a PYTHONPATH of the image) must not replace what the bootstrap or the agent imports.

@@ -202,6 +202,11 @@ def frame(obj: object) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+def binary_frame(obj: object, payload: bytes) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">II", 0x80000000 | (4 + len(body) + len(payload)), len(body)) + body + payload
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -211,6 +216,10 @@ def frame(obj: object) -> bytes:
         struct.pack(">I", 64 * 1024 * 1024),  # over MAX_FRAME
         frame({"op": "hello"}),  # no id to answer to
         frame({"id": "7", "op": "hello"}),
+        # binary frames: JSON length beyond the frame, a JSON 'bytes' field, over MAX_FRAME
+        struct.pack(">II", 0x80000000 | 8, 100) + b"abcd",
+        binary_frame({"id": 1, "op": "write_file", "path": "/x", "bytes": "x"}, b"raw"),
+        struct.pack(">I", 0x80000000 | (64 * 1024 * 1024)),
     ],
 )
 async def test_garbage_frames_drop_the_connection(agent_dir: Path, garbage: bytes) -> None:

@@ -12,6 +12,8 @@ import anyio
 import pytest
 
 from corral.sandbox_backend.agent_channel import (
+    BINARY,
+    MAX_FRAME,
     AgentChannel,
     AgentChannelError,
     AgentError,
@@ -51,6 +53,11 @@ class FakeAgent:
 
     async def send_raw(self, data: bytes) -> None:
         await self.stream.send(data)
+
+
+def binary_frame(obj: dict[str, Any], payload: bytes) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">II", (4 + len(body) + len(payload)) | BINARY, len(body)) + body + payload
 
 
 @pytest.fixture
@@ -110,6 +117,11 @@ async def _reply_error(fake: FakeAgent) -> None:
         struct.pack(">I", 2) + b"\xff\xff",
         struct.pack(">I", 13) + b'{"event":"x"}',  # no id
         struct.pack(">I", 24) + b'{"id":1,"event":"error"}',  # error without an error object
+        # binary frames: JSON length beyond the frame, no room for it, a JSON 'bytes' field, over the cap
+        struct.pack(">II", BINARY | 8, 100) + b"abcd",
+        struct.pack(">I", BINARY | 2) + b"ab",
+        binary_frame({"id": 1, "event": "result", "bytes": "x"}, b"raw"),
+        struct.pack(">I", BINARY | (MAX_FRAME + 1)),
     ],
 )
 async def test_garbage_fails_pending_and_later_requests(
@@ -128,6 +140,34 @@ async def test_garbage_fails_pending_and_later_requests(
     assert channel.closed and isinstance(channel.failure, AgentProtocolError)
     with pytest.raises(AgentProtocolError):
         await channel.request("hello")
+
+
+async def test_bytes_travel_raw_in_binary_frames_both_ways(pair: tuple[AgentChannel, FakeAgent]) -> None:
+    channel, fake = pair
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    async with anyio.create_task_group() as tg:
+        result: dict[str, Any] = {}
+
+        async def call() -> None:
+            result.update(await channel.request("write_file", {"path": "/x", "bytes": data}))
+
+        tg.start_soon(call)
+        with anyio.fail_after(5):
+            (length,) = struct.unpack(">I", await fake._read(4))
+            assert length & BINARY
+            body = await fake._read(length & ~BINARY)
+        (json_size,) = struct.unpack(">I", body[:4])
+        request = json.loads(body[4 : 4 + json_size])
+        assert request == {"id": request["id"], "op": "write_file", "path": "/x"} and body[4 + json_size :] == data
+        await fake.send_raw(binary_frame({"id": request["id"], "event": "result", "size": len(data)}, data[::-1]))
+    assert result == {"size": len(data), "bytes": data[::-1]}
+
+
+async def test_a_request_over_the_frame_cap_is_refused_locally(pair: tuple[AgentChannel, FakeAgent]) -> None:
+    channel, _ = pair
+    with pytest.raises(AgentError) as excinfo:
+        await channel.request("write_file", {"path": "/x", "bytes": b"\0" * (MAX_FRAME + 1)})
+    assert excinfo.value.type == "too_large" and not channel.closed
 
 
 async def test_end_of_stream_is_channel_closed(pair: tuple[AgentChannel, FakeAgent]) -> None:

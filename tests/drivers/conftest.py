@@ -124,9 +124,9 @@ class Driver:
                 self._replies.put(json.loads(line))
         self._replies.put(None)
 
-    def send(self, code: str) -> int:
+    def send(self, code: str, **fields: Any) -> int:
         self._next_id += 1
-        self.send_raw(json.dumps({"id": self._next_id, "code": code}) + "\n")
+        self.send_raw(json.dumps({"id": self._next_id, "code": code, **fields}) + "\n")
         return self._next_id
 
     def send_raw(self, text: str) -> None:
@@ -140,8 +140,8 @@ class Driver:
         assert message is not None, f"driver closed fd 4; stderr: {self.stderr.text()[-2000:]!r}"
         return message
 
-    def run(self, code: str, timeout: float = DEADLINE) -> dict[str, Any]:
-        request_id = self.send(code)
+    def run(self, code: str, timeout: float = DEADLINE, **fields: Any) -> dict[str, Any]:
+        request_id = self.send(code, **fields)
         message = self.reply(timeout)
         assert message["id"] == request_id
         return message
@@ -169,6 +169,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Driver]]:
         argv = {
             "python": [DRIVER_PYTHON, str(DRIVERS / "python_driver.py")],
             "javascript": ["node", str(DRIVERS / "node_driver.js")],
+            "typescript": ["node", str(DRIVERS / "node_driver.js"), "typescript"],
             "bash": [DRIVER_PYTHON, str(DRIVERS / "bash_driver.py")],
         }[language]
         driver = Driver(argv, cwd=tmp_path)
@@ -191,6 +192,21 @@ def js(spawn: Callable[..., Driver]) -> Driver:
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
     return spawn("javascript")
+
+
+@functools.cache
+def node_has_typescript() -> bool:
+    if shutil.which("node") is None:
+        return False
+    probe = subprocess.run(["node", "-e", "require.resolve('typescript')"], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def ts(spawn: Callable[..., Driver]) -> Driver:
+    if not node_has_typescript():
+        pytest.skip("the host's node has no 'typescript' package (the Docker tier runs TypeScript in the image)")
+    return spawn("typescript")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from .conftest import Driver
 def test_variables_functions_and_cwd_persist(sh: Driver, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     setup = 'greeting=hello\nexport SHOUT=1\nsay() { echo "$greeting, $1"; }\ncd sub'
-    assert sh.run(setup) == {"id": 1, "value": "0", "images": [], "error": None}
+    assert sh.run(setup) == {"id": 1, "value": "0", "outputs": [], "error": None}
     reply = sh.run('say world\npwd\necho "shout=$SHOUT"')
     assert reply["value"] == "0"
     sh.stdout.wait_for("shout=1\n")
@@ -98,7 +98,7 @@ def test_sigint_while_idle_is_ignored(sh: Driver) -> None:
     for _ in range(3):
         sh.interrupt()
     reply = sh.run('echo "n=$n"')
-    assert reply == {"id": 2, "value": "0", "images": [], "error": None}
+    assert reply == {"id": 2, "value": "0", "outputs": [], "error": None}
     sh.stdout.wait_for("n=5")
     assert sh.proc.poll() is None
 
@@ -130,3 +130,14 @@ def test_malformed_request_gets_an_error(sh: Driver) -> None:
     assert reply["id"] is None
     assert reply["error"]["ename"] == "BadRequest"
     assert sh.run("true")["value"] == "0"
+
+
+def test_env_applies_to_one_run_only_and_restores_what_was_there(sh: Driver) -> None:
+    sh.run("export KEPT=before")
+    code = 'echo "kept=$KEPT new=$NEW"; sh -c \'echo "child=$KEPT/$NEW"\''
+    reply = sh.run(code, env={"KEPT": "during", "NEW": "x y"})
+    assert reply["value"] == "0"
+    sh.stdout.wait_for("child=during/x y\n")
+    assert "kept=during new=x y\n" in sh.stdout.text()
+    sh.run('echo "after=$KEPT/${NEW-unset}"')
+    sh.stdout.wait_for("after=before/unset\n")

@@ -7,7 +7,7 @@ from .conftest import Driver
 
 def test_declarations_persist_between_runs(js: Driver) -> None:
     setup = "let a = 1\nconst b = 2\nvar c = 3\nfunction add(x, y) { return x + y }\nclass Box { get v() { return 4 } }"
-    assert js.run(setup) == {"id": 1, "value": None, "images": [], "error": None}
+    assert js.run(setup) == {"id": 1, "value": None, "outputs": [], "error": None}
     assert js.run("add(a, b) + c + new Box().v")["value"] == "10"
 
 

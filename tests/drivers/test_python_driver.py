@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import signal
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,14 @@ needs_matplotlib = pytest.mark.skipif(
 needs_pil = pytest.mark.skipif(not driver_python_has("PIL"), reason="Pillow is not installed for the driver's Python")
 
 
+def pngs(reply: dict[str, Any]) -> list[str]:
+    return [output["png"] for output in reply["outputs"] if "png" in output]
+
+
 def test_globals_and_imports_persist(py: Driver) -> None:
     assert py.run("import math\nx = 20\ndef twice(v):\n    return 2 * v")["error"] is None
     reply = py.run("twice(x) + math.floor(1.5)")
-    assert reply == {"id": reply["id"], "value": "41", "images": [], "error": None}
+    assert reply == {"id": reply["id"], "value": "41", "outputs": [{"text": "41", "main": True}], "error": None}
 
 
 def test_final_expression_value_and_stdout_are_separate(py: Driver) -> None:
@@ -162,18 +167,18 @@ def test_every_matplotlib_figure_becomes_a_png(py: Driver) -> None:
     )
     reply = py.run(code)
     assert reply["error"] is None
-    assert len(reply["images"]) == 3
-    assert all(base64.b64decode(image).startswith(PNG_MAGIC) for image in reply["images"])
+    assert len(pngs(reply)) == 3
+    assert all(base64.b64decode(image).startswith(PNG_MAGIC) for image in pngs(reply))
     assert py.run("plt.get_fignums()")["value"] == "[]"
     assert py.run("import matplotlib\nmatplotlib.get_backend().lower()")["value"] == "'agg'"
-    assert py.run("1")["images"] == []
+    assert pngs(py.run("1")) == []
 
 
 @needs_matplotlib
 def test_figures_are_returned_even_when_the_run_fails(py: Driver) -> None:
     reply = py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nraise RuntimeError('late')")
     assert reply["error"]["ename"] == "RuntimeError"
-    assert len(reply["images"]) == 1
+    assert len(pngs(reply)) == 1
 
 
 @needs_pil
@@ -182,8 +187,8 @@ def test_pil_image_value_is_a_png(py: Driver) -> None:
     reply = py.run("from PIL import Image\nImage.new('RGB', (4, 3), 'red')")
     assert reply["error"] is None
     assert reply["value"] is None
-    assert len(reply["images"]) == 1
-    image = image_module.open(io.BytesIO(base64.b64decode(reply["images"][0])))
+    assert len(pngs(reply)) == 1
+    image = image_module.open(io.BytesIO(base64.b64decode(pngs(reply)[0])))
     assert image.size == (4, 3)
 
 

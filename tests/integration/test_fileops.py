@@ -31,11 +31,28 @@ async def test_edit_file_by_snippet_and_by_lines(client: Client, sandbox: str) -
     )
     assert edited["replacements"] == 1 and edited["first_line"] == 2 and "2|b = 20" in edited["snippet"]
     await call_ok(client, "edit_file", sandbox=sandbox, path="edit/app.py", start_line=3, new_text="c = 3")
-    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/app.py")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/app.py", raw=True)
     assert read["content"] == "a = 1\nb = 20\nc = 3\n"
     assert "either old_text or start_line" in await call_error(
         client, "edit_file", sandbox=sandbox, path="edit/app.py", old_text="a", start_line=1, new_text="x"
     )
+
+
+async def test_edit_file_accepts_claude_codes_old_string_and_new_string(client: Client, sandbox: str) -> None:
+    await call_ok(client, "write_file", sandbox=sandbox, path="edit/cc.py", content="x = 1\ny = 2\n")
+    edited = await call_ok(
+        client, "edit_file", sandbox=sandbox, path="edit/cc.py", old_string="y = 2", new_string="y = 3"
+    )
+    assert edited["replacements"] == 1 and edited["first_line"] == 2
+    await call_ok(client, "edit_file", sandbox=sandbox, path="edit/cc.py", old_string="x = 1", new_text="x = 0")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/cc.py", raw=True)
+    assert read["content"] == "x = 0\ny = 3\n"
+    both = await call_error(
+        client, "edit_file", sandbox=sandbox, path="edit/cc.py", old_text="x", old_string="x", new_text="z"
+    )
+    assert "old_text or old_string" in both and "not both" in both
+    schema = {t.name: t for t in (await client.list_tools()).tools}["edit_file"].input_schema
+    assert "old_text" in schema["properties"] and "old_string" not in schema["properties"]
 
 
 async def test_edit_keeps_binary_bytes_and_file_mode(client: Client, sandbox: str) -> None:
@@ -43,7 +60,7 @@ async def test_edit_keeps_binary_bytes_and_file_mode(client: Client, sandbox: st
     await call_ok(client, "write_file", sandbox=sandbox, path="edit/blob.bin",
                   content=base64.b64encode(blob).decode(), encoding="base64")
     await call_ok(client, "edit_file", sandbox=sandbox, path="edit/blob.bin", old_text="KEY=old", new_text="KEY=new")
-    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/blob.bin")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="edit/blob.bin", byte_offset=0)
     assert base64.b64decode(read["content"]) == b"\xff\xfe\x00KEY=new\x00\x80"
     await call_ok(client, "write_file", sandbox=sandbox, path="edit/run.sh", content="#!/bin/sh\necho one\n")
     await call_ok(client, "run_command", sandbox=sandbox, command="chmod 755 edit/run.sh")
@@ -68,12 +85,15 @@ async def test_delete_move_and_make_dir(client: Client, sandbox: str) -> None:
         client, "move_path", sandbox=sandbox, source="ops/g.txt", destination="ops/new/f2.txt", overwrite=True
     )
     assert replaced["replaced"] is True
-    assert (await call_ok(client, "read_file", sandbox=sandbox, path="ops/new/f2.txt"))["content"] == "y"
+    assert (await call_ok(client, "read_file", sandbox=sandbox, path="ops/new/f2.txt", raw=True))["content"] == "y"
 
     assert "recursive=true" in await call_error(client, "delete_path", sandbox=sandbox, path="ops/new")
     assert (await call_ok(client, "delete_path", sandbox=sandbox, path="ops/new/f2.txt"))["type"] == "file"
     assert (await call_ok(client, "delete_path", sandbox=sandbox, path="ops", recursive=True))["type"] == "dir"
-    assert "nothing exists" in await call_error(client, "delete_path", sandbox=sandbox, path="ops")
+    missing = await call_error(client, "delete_path", sandbox=sandbox, path="ops")
+    assert "nothing exists" in missing and "missing_ok=true" in missing
+    gone = await call_ok(client, "delete_path", sandbox=sandbox, path="ops/a/b", missing_ok=True, recursive=True)
+    assert gone == {"path": "/workspace/ops/a/b", "type": "none", "deleted": False}
     for protected in ("/workspace", "/", "/workspace/..", "/tmp/.corral"):
         message = await call_error(client, "delete_path", sandbox=sandbox, path=protected, recursive=True)
         assert "refusing to delete" in message

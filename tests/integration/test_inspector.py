@@ -45,6 +45,11 @@ def test_inspector_lists_tools_creates_a_sandbox_runs_code_and_reads_a_file(home
 
     read = inspector(home, "--method", "tools/call", "--tool-name", "read_file", "--tool-arg", "sandbox=insp",
                      "--tool-arg", "path=out.txt")
-    assert read["structuredContent"]["content"] == "42"
+    assert read["structuredContent"]["content"] == "     1\t42\n"
+    # Optional integer and boolean arguments, typed from the trimmed schema by the Inspector itself.
+    ranged = inspector(home, "--method", "tools/call", "--tool-name", "read_file", "--tool-arg", "sandbox=insp",
+                       "--tool-arg", "path=out.txt", "--tool-arg", "start_line=-1", "--tool-arg", "raw=true")
+    assert ranged["structuredContent"]["content"] == "42" and ranged["structuredContent"]["start_line"] == 1
+    assert ranged["content"][0]["text"] == "/workspace/out.txt: lines 1-1 of 1\n42"
 
     inspector(home, "--method", "tools/call", "--tool-name", "delete_sandbox", "--tool-arg", "sandbox=insp")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from corral.config import Settings
+from corral.config import DEFAULT_IMAGE, Settings
 from corral.server import build_server
 from corral.service import open_services
 from corral.service.clock import ManualClock
@@ -75,7 +75,7 @@ async def test_stop_and_start_keep_files_variables_and_a_running_process(client:
     assert any("resumed with its memory" in n for n in value["notices"])
     after = await counting(client, sandbox)
     assert after > before  # it went on from where it was, not from 1 ...
-    read = await call_ok(client, "read_file", sandbox=sandbox, path="kept.txt")
+    read = await call_ok(client, "read_file", sandbox=sandbox, path="kept.txt", raw=True)
     assert read["content"] == "files stay"
     # ... and a second stop/start cycle works too (runsc keeps a restored sandbox paused otherwise).
     assert (await call_ok(client, "stop_sandbox", sandbox=sandbox))["memory_kept"] is True
@@ -100,13 +100,15 @@ async def test_fork_carries_files_and_memory_then_both_diverge(client: Client, o
     own.append(child)
     assert forked["memory_kept"] is True and forked["forked_from"] == source, forked
     for sandbox in (source, child):
-        assert (await call_ok(client, "read_file", sandbox=sandbox, path="shared.txt"))["content"] == "from the source"
+        shared = await call_ok(client, "read_file", sandbox=sandbox, path="shared.txt", raw=True)
+        assert shared["content"] == "from the source"
         assert (await call_ok(client, "run_code", sandbox=sandbox, code="x"))["value"] == "1"
         await counting(client, sandbox)  # the background process runs in both
     await call_ok(client, "run_code", sandbox=child, code="x = 100")
     await call_ok(client, "write_file", sandbox=child, path="shared.txt", content="changed in the fork")
     assert (await call_ok(client, "run_code", sandbox=source, code="x"))["value"] == "1"
-    assert (await call_ok(client, "read_file", sandbox=source, path="shared.txt"))["content"] == "from the source"
+    shared = await call_ok(client, "read_file", sandbox=source, path="shared.txt", raw=True)
+    assert shared["content"] == "from the source"
     assert (await call_ok(client, "run_code", sandbox=child, code="x"))["value"] == "100"
     processes = await call_ok(client, "list_processes", sandbox=child)
     assert [p["running"] for p in processes["processes"]] == [True]
@@ -208,7 +210,7 @@ async def test_a_snapshot_gives_new_sandboxes_its_files_and_leaves_the_base_imag
     client: Client, own: list[str]
 ) -> None:
     engine = docker.from_env()
-    base_before = engine.images.get("corral/sandbox:2").id
+    base_before = engine.images.get(DEFAULT_IMAGE).id
     source = (await call_ok(client, "create_sandbox"))["id"]
     own.append(source)
     await call_ok(client, "write_file", sandbox=source, path="data/model.txt", content="trained")
@@ -216,12 +218,13 @@ async def test_a_snapshot_gives_new_sandboxes_its_files_and_leaves_the_base_imag
     try:
         child = (await call_ok(client, "create_sandbox", from_snapshot="trained-v1"))["id"]
         own.append(child)
-        assert (await call_ok(client, "read_file", sandbox=child, path="data/model.txt"))["content"] == "trained"
+        model = await call_ok(client, "read_file", sandbox=child, path="data/model.txt", raw=True)
+        assert model["content"] == "trained"
         fresh = (await call_ok(client, "create_sandbox"))["id"]
         own.append(fresh)
         listing = await call_ok(client, "run_command", sandbox=fresh, command="ls /workspace/data 2>&1 || true")
         assert "No such file" in listing["stdout"]
-        assert engine.images.get("corral/sandbox:2").id == base_before
+        assert engine.images.get(DEFAULT_IMAGE).id == base_before
     finally:
         for sandbox in own[1:]:
             await client.call_tool("delete_sandbox", {"sandbox": sandbox})

@@ -13,7 +13,7 @@ import docker
 import pytest
 from mcp import Client, StdioServerParameters
 
-from corral.config import LABEL_NAMESPACE, Settings
+from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, Settings
 from corral.server import build_server
 from corral.service.containers import home_label
 from tests.helpers import call_error, call_ok, corral_cmd, corral_env, run_cli
@@ -33,7 +33,7 @@ async def test_sandbox_and_its_files_survive_a_server_restart(home: Path) -> Non
         # The first server process has exited; a new one on the same data dir takes over.
         async with Client(stdio_server(home)) as second:
             read = await call_ok(second, "read_file", sandbox=sandbox, path="state.txt")
-            assert read["content"] == "still here"
+            assert read["content"] == "     1\tstill here\n"
             by_name = await call_ok(second, "get_sandbox", sandbox="keeper")
             assert by_name["id"] == sandbox and by_name["status"] == "running"
             value = await call_ok(second, "run_code", sandbox=sandbox, code="counter + 1")
@@ -131,7 +131,7 @@ def test_gc_removes_labelled_containers_without_a_record(home: Path) -> None:
     docker_client = docker.from_env()
     try:
         orphan = docker_client.containers.run(
-            "corral/sandbox:2",
+            DEFAULT_IMAGE,
             ["sleep", "infinity"],
             detach=True,
             runtime="corral-runsc",

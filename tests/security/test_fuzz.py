@@ -87,7 +87,7 @@ def text_for(name: str, pool: Pool, hostile: bool) -> st.SearchStrategy[Any]:
     if name == "code":
         return st.sampled_from(CODE) | NOISE
     if name == "image":
-        return st.sampled_from(["corral/sandbox:2", "127.0.0.1:1/evil/img", "python:3", "sha256:abc", "UPPER/x"])
+        return st.sampled_from(["corral/sandbox:3", "127.0.0.1:1/evil/img", "python:3", "sha256:abc", "UPPER/x"])
     if name in ("branch", "rev", "base", "start_point", "remote"):
         return st.sampled_from(["main", "--upload-pack=id", "a..b", "HEAD~1", "-", "origin", "refs/heads/x"]) | NOISE
     if name == "host":

@@ -92,7 +92,7 @@ async def test_text_arguments_that_look_like_json_stay_text(client: Client, sand
     path = "json-edit.json"
     await call_ok(client, "write_file", sandbox=sandbox, path=path, content='{"a": 1}\n')
     await call_ok(client, "edit_file", sandbox=sandbox, path=path, old_text='{"a": 1}', new_text='["b"]')
-    assert (await call_ok(client, "read_file", sandbox=sandbox, path=path))["content"] == '["b"]\n'
+    assert (await call_ok(client, "read_file", sandbox=sandbox, path=path, raw=True))["content"] == '["b"]\n'
     # Objects sent as JSON text are still accepted where an object is expected (some clients do that).
     out = await call_ok(client, "run_command", sandbox=sandbox, command="echo $GREETING", env='{"GREETING": "hi"}')
     assert out["stdout"] == "hi\n"

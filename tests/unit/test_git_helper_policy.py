@@ -31,7 +31,7 @@ async def make_helper(tmp_path: Path, resolve: str | None) -> tuple[Helper, Fake
     engine = FakeEngine()
     settings = Settings(home=tmp_path)
     store = await Store.open(settings.db_path)
-    spec = ContainerSpec("h", "corral/sandbox:2", "runc", {}, 1 << 30, 10**9, 64, "1000:1000", "/tmp")
+    spec = ContainerSpec("h", "corral/sandbox:3", "runc", {}, 1 << 30, 10**9, 64, "1000:1000", "/tmp")
     container = await engine.create_container(spec)
     deps = GitDeps(None, engine, Containers(settings), settings, store.git_remotes)  # type: ignore[arg-type]
     return Helper(deps, container, resolve), engine, store

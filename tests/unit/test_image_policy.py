@@ -16,11 +16,11 @@ from corral.service.images import ImagePolicy, matches, normalize
 def test_names_are_compared_in_their_canonical_form() -> None:
     assert normalize("python:3.12-slim") == "docker.io/library/python:3.12-slim"
     assert normalize("ubuntu") == "docker.io/library/ubuntu:latest"
-    assert normalize("corral/sandbox:2") == "docker.io/corral/sandbox:2"
+    assert normalize("corral/sandbox:3") == "docker.io/corral/sandbox:3"
     assert normalize("127.0.0.1:5000/evil/img") == "127.0.0.1:5000/evil/img:latest"
     assert normalize("ghcr.io/o/r@sha256:ab") == "ghcr.io/o/r@sha256:ab"
     assert matches("python:3.12-slim", "docker.io/library/python:3.12-slim")
-    assert matches("corral/*", "corral/sandbox:2") and not matches("corral/*", "corralx/sandbox:2")
+    assert matches("corral/*", "corral/sandbox:3") and not matches("corral/*", "corralx/sandbox:2")
     assert matches("ghcr.io/org/*", "ghcr.io/org/team/img:1") and not matches("ghcr.io/org/*", "ghcr.io/orgx/i")
     assert matches("python:*", "python:3.11") and not matches("python:*", "pythonx:3")
     assert not matches("python:3.12", "127.0.0.1:5000/library/python:3.12")
@@ -28,9 +28,9 @@ def test_names_are_compared_in_their_canonical_form() -> None:
 
 
 async def test_default_policy_allows_the_default_image_and_local_ones_only(tmp_path: Path) -> None:
-    engine = FakeEngine(images=("corral/sandbox:2", "python:3.12-slim"), pullable=("evil/img",))
+    engine = FakeEngine(images=("corral/sandbox:3", "python:3.12-slim"), pullable=("evil/img",))
     policy = ImagePolicy(Settings(home=tmp_path), engine)
-    await policy.ensure("corral/sandbox:2")
+    await policy.ensure("corral/sandbox:3")
     await policy.ensure("docker.io/library/python:3.12-slim")
     with pytest.raises(InvalidRequest, match="CORRAL_IMAGES"):
         await policy.ensure("127.0.0.1:8814/evil/img")
@@ -39,7 +39,7 @@ async def test_default_policy_allows_the_default_image_and_local_ones_only(tmp_p
 
 
 async def test_pulls_only_for_the_operators_patterns(tmp_path: Path) -> None:
-    engine = FakeEngine(images=("corral/sandbox:2",), pullable=("ghcr.io/ok/img:1",))
+    engine = FakeEngine(images=("corral/sandbox:3",), pullable=("ghcr.io/ok/img:1",))
     settings = Settings(home=tmp_path, images=("ghcr.io/ok/*", "ghcr.io/nopull/*"), image_pull=("ghcr.io/ok/*",))
     policy = ImagePolicy(settings, engine)
     await policy.ensure("ghcr.io/ok/img:1")
@@ -48,7 +48,7 @@ async def test_pulls_only_for_the_operators_patterns(tmp_path: Path) -> None:
         await policy.ensure("ghcr.io/nopull/img")
     with pytest.raises(ImageNotFound, match=r"could not pull image 'ghcr.io/ok/other'.*pull access denied"):
         await policy.ensure("ghcr.io/ok/other")
-    with pytest.raises(InvalidRequest, match=r"it allows: corral/sandbox:2, ghcr\.io/ok/\*"):
+    with pytest.raises(InvalidRequest, match=r"it allows: corral/sandbox:3, ghcr\.io/ok/\*"):
         await policy.ensure("python:3")
     assert ("pull_image", "ghcr.io/nopull/img") not in engine.calls
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from corral.config import Limits, Settings
+from corral.config import DEFAULT_IMAGE, Limits, Settings
 from corral.errors import CheckpointUnavailable, InvalidRequest, SandboxBusy
 from corral.sandbox_backend.fake import FakeEngine
 from corral.sandbox_backend.store import ProcessRecord, SandboxRecord, Store
@@ -212,11 +212,11 @@ async def test_snapshots_make_sandboxes_are_recorded_limited_and_collected(tmp_p
     async with Client(build_server(settings, engine=engine), raise_exceptions=False) as client:
         source = await call_ok(client, "create_sandbox", name="origin")
         snap = await call_ok(client, "snapshot_sandbox", sandbox="origin", name="v1")
-        assert (snap["name"], snap["sandbox"], snap["base_image"]) == ("v1", source["id"], "corral/sandbox:2")
+        assert (snap["name"], snap["sandbox"], snap["base_image"]) == ("v1", source["id"], DEFAULT_IMAGE)
         assert "already exists" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v1")
         assert "at most 1 snapshots" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v2")
         child = await call_ok(client, "create_sandbox", from_snapshot="v1")
-        assert child["image"].endswith(":v1") and "corral/sandbox:2" in engine.images  # the base is untouched
+        assert child["image"].endswith(":v1") and DEFAULT_IMAGE in engine.images  # the base is untouched
         refused = await call_error(client, "delete_snapshot", name="v1")
         assert f"in use by sandbox(es) {child['id']}" in refused
         assert "no snapshot named 'v9'" in await call_error(client, "create_sandbox", from_snapshot="v9")

@@ -15,6 +15,7 @@ Stdlib only and Python >= 3.8: this file runs inside arbitrary sandbox images.
 import fcntl
 import json
 import os
+import re
 import secrets
 import select
 import shutil
@@ -29,6 +30,7 @@ CTL_OUT_FD = 4
 HIGH_FD_MIN = 60
 STASH_FD_MIN = 200
 INTERRUPTED_STATUS = "130"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _move_fd(fd, minimum, inheritable):
@@ -135,15 +137,16 @@ class Shell:
         except (BrokenPipeError, ValueError):
             pass  # bash is gone; wait_status notices via EOF on the status pipe
 
-    def begin(self, cell_path, token):
+    def begin(self, cell_path, token, env_set="", env_restore=""):
+        # The restore runs after the status is reported, but before bash reads the next run's line.
         self._write_line(
-            f"builtin source {_quote(cell_path)} </dev/null {self.status_fd}>&-;"
-            f" builtin printf '%s %s\\n' {token} \"$?\" >&{self.status_fd}"
+            f"{env_set} builtin source {_quote(cell_path)} </dev/null {self.status_fd}>&-;"
+            f" builtin printf '%s %s\\n' {token} \"$?\" >&{self.status_fd}; {env_restore}"
         )
 
-    def ask_status(self, token):
+    def ask_status(self, token, env_restore=""):
         """After an interrupt bash drops the rest of the run's line; this asks for $? anew."""
-        self._write_line(f"builtin printf '%s %s\\n' {token} \"$?\" >&{self.status_fd}")
+        self._write_line(f"builtin printf '%s %s\\n' {token} \"$?\" >&{self.status_fd}; {env_restore}")
 
     def wait_status(self, token, on_wakeup=None):
         """The status bash reports for token. Raises ShellDied if bash goes away first."""
@@ -192,6 +195,22 @@ class Shell:
 
 def _quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def env_commands(env):
+    """Shell text exporting a run's variables, and text restoring them afterwards (set or unset)."""
+    set_parts, restore_parts = [], []
+    names = sorted(env) if isinstance(env, dict) else []
+    for n, name in enumerate(names):
+        value = env[name]
+        if not NAME_RE.match(name) or not isinstance(value, str):
+            continue
+        saved = f"__corral_env_{n}"
+        set_parts.append(f'{saved}="${{{name}+set}}:${{{name}-}}"; export {name}={_quote(value)};')
+        restore_parts.append(
+            f'if [ "${{{saved}%%:*}}" = set ]; then {name}="${{{saved}#*:}}"; else unset {name}; fi; unset {saved};'
+        )
+    return " ".join(set_parts), " ".join(restore_parts)
 
 
 def _drain(fd):
@@ -253,17 +272,18 @@ class Driver:
             self.interrupts.forward(self.shell.proc.pid)
             if not interrupted:
                 interrupted.append(True)
-                self.shell.ask_status(token)
+                self.shell.ask_status(token, env_restore)
 
         # A directory per run, gone when the run ends: a driver killed between runs leaves nothing.
         workdir = tempfile.mkdtemp(prefix="corral-bash-")
         cell_path = os.path.join(workdir, "cell")
         with open(cell_path, "w", encoding="utf-8", errors="surrogateescape") as cell:
             cell.write(request["code"])
+        env_set, env_restore = env_commands(request.get("env"))
         self.interrupts.pending = False
         self.interrupts.active = True
         try:
-            self.shell.begin(cell_path, token)
+            self.shell.begin(cell_path, token, env_set, env_restore)
             status = self.shell.wait_status(token, on_wakeup)
         except ShellDied as died:
             return self._after_death(died.status)
@@ -286,9 +306,9 @@ class Driver:
     def handle(self, request):
         request_id = request.get("id")
         if "bad" in request:
-            return {"id": request_id, "value": None, "images": [], "error": error("BadRequest", request["bad"])}
+            return {"id": request_id, "value": None, "outputs": [], "error": error("BadRequest", request["bad"])}
         value, err = self.run(request)
-        return {"id": request_id, "value": value, "images": [], "error": err}
+        return {"id": request_id, "value": value, "outputs": [], "error": err}
 
     def close(self):
         self.shell.close()

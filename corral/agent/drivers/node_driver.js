@@ -11,11 +11,14 @@ const path = require('path');
 const util = require('util');
 const vm = require('vm');
 const Module = require('module');
+const esm = require('./node_esm.js');
 
 const CTL_IN_FD = 3;
 const CTL_OUT_FD = 4;
 const MAX_TEXT_CHARS = 64 * 1024;
 const CELL_PREFIX = '<cell-';
+// node_driver.js [javascript|typescript]: TypeScript cells are type-stripped first.
+const LANGUAGE = process.argv[2] === 'typescript' ? 'typescript' : 'javascript';
 
 // ------------------------------------------------------------------ text helpers
 
@@ -487,6 +490,8 @@ function makeContext() {
     __filename: path.join(process.cwd(), '[cell]'),
     __dirname: process.cwd(),
   });
+  // Every import(...) in a cell calls this (node_esm.js rewrites it), non-enumerable like a builtin.
+  Object.defineProperty(sandbox, esm.IMPORT_FN, { value: esm.importFromCell, enumerable: false });
   vm.runInContext('globalThis.global = globalThis', context);
   return context;
 }
@@ -510,20 +515,43 @@ function interruptible(promise) {
 
 // Runs synchronously up to the first await, so breakOnSigint covers all synchronous user code.
 // Resolves to {value}: a promise as a synchronous cell's value is shown, not awaited.
+const LEXER = { tokenize: tokenize, isPunct: isPunct, matching: matching, applyEdits: applyEdits, LexError: LexError };
+
 function execute(src) {
   state.count += 1;
-  const prepared = prepare(src, CELL_PREFIX + state.count + '>');
+  if (LANGUAGE === 'typescript') src = esm.transpileTypeScript(src);
+  const prepared = prepare(esm.rewriteModuleSyntax(src, LEXER), CELL_PREFIX + state.count + '>');
   const value = prepared.script.runInContext(state.context, { breakOnSigint: true });
   if (!prepared.isAsync) return Promise.resolve({ value: value });
   return interruptible(value).then(function (settled) { return { value: settled }; });
 }
 
+// A run's own environment variables, restored afterwards: [name, previous value or undefined].
+function applyEnv(env) {
+  const saved = [];
+  if (!env || typeof env !== 'object') return saved;
+  Object.keys(env).forEach(function (name) {
+    if (typeof env[name] !== 'string') return;
+    saved.push([name, Object.prototype.hasOwnProperty.call(process.env, name) ? process.env[name] : undefined]);
+    process.env[name] = env[name];
+  });
+  return saved;
+}
+
+function restoreEnv(saved) {
+  saved.forEach(function (entry) {
+    if (entry[1] === undefined) delete process.env[entry[0]];
+    else process.env[entry[0]] = entry[1];
+  });
+}
+
 async function handle(request) {
-  const reply = { id: request.id === undefined ? null : request.id, value: null, images: [], error: null };
+  const reply = { id: request.id === undefined ? null : request.id, value: null, outputs: [], error: null };
   if (typeof request.code !== 'string') {
     reply.error = { ename: 'BadRequest', evalue: "request needs 'code'", traceback: "BadRequest: request needs 'code'" };
     return reply;
   }
+  const saved = applyEnv(request.env);
   try {
     const value = (await execute(request.code)).value;
     reply.value = value === undefined ? null : inspect(value);
@@ -531,6 +559,7 @@ async function handle(request) {
     reply.error = describeError(err);
   } finally {
     state.abort = null;
+    restoreEnv(saved);
   }
   return reply;
 }
@@ -640,7 +669,7 @@ function configureProcess() {
 function main() {
   const realExit = configureProcess();
   state.context = makeContext();
-  send({ ready: true, pid: process.pid, language: 'javascript' });
+  send({ ready: true, pid: process.pid, language: LANGUAGE });
   serve(realExit);
 }
 

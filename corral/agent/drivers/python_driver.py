@@ -7,15 +7,15 @@ Stdlib only and Python >= 3.8: this file runs inside arbitrary sandbox images.
 """
 
 import ast
-import base64
 import builtins
 import fcntl
-import io
+import importlib.util
 import json
 import linecache
 import os
 import signal
 import sys
+import textwrap
 import traceback
 import types
 import warnings
@@ -25,11 +25,25 @@ CTL_OUT_FD = 4
 # Far above the fds user code plausibly opens, closes or dup2()s over.
 STASH_FD_MIN = 200
 MAX_TEXT_CHARS = 64 * 1024
-MAX_IMAGE_BYTES = 8 * 1024 * 1024
 CELL_PREFIX = "<cell-"
 CO_COROUTINE = 0x0080
 TOP_LEVEL_AWAIT = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
 DRIVER_FILE = (lambda: None).__code__.co_filename
+DRIVER_DIR = os.path.dirname(os.path.abspath(DRIVER_FILE))
+
+
+def _load_sibling(name):
+    """A helper module next to this file, under a name user code will not collide with."""
+    spec = importlib.util.spec_from_file_location("corral_" + name, os.path.join(DRIVER_DIR, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+DISPLAY = _load_sibling("python_display")
+CHARTS = _load_sibling("python_charts")
+MAGICS = _load_sibling("python_magics")
 
 
 # ---------------------------------------------------------------- control channel
@@ -105,31 +119,27 @@ def _safe_str(exc):
 
 
 def _is_driver_frame(tb):
-    return tb.tb_frame.f_code.co_filename == DRIVER_FILE
+    # This file and its helper modules (magics, display) are the driver's.
+    return os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == DRIVER_DIR
 
 
 def _user_traceback(tb):
-    """Drop the driver's (and asyncio's) outer frames: user code starts at its first cell frame."""
+    """User code's frames only: from its first cell frame on, without the driver's frames (a
+    magic's between two cells, a KeyboardInterrupt's signal handler at the end)."""
+    entries = []
     cursor = tb
     while cursor is not None and not cursor.tb_frame.f_code.co_filename.startswith(CELL_PREFIX):
         cursor = cursor.tb_next
     if cursor is None:
         cursor = tb
-        while cursor is not None and _is_driver_frame(cursor):
-            cursor = cursor.tb_next
-    _drop_driver_tail(cursor)
-    return cursor
-
-
-def _drop_driver_tail(tb):
-    """A KeyboardInterrupt's innermost frame is the driver's signal handler: hide it."""
-    last_user = None
-    while tb is not None:
-        if not _is_driver_frame(tb):
-            last_user = tb
-        tb = tb.tb_next
-    if last_user is not None:
-        last_user.tb_next = None
+    while cursor is not None:
+        if not _is_driver_frame(cursor):
+            entries.append(cursor)
+        cursor = cursor.tb_next
+    rebuilt = None
+    for entry in reversed(entries):
+        rebuilt = types.TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return rebuilt
 
 
 def error_from_exception(exc, with_traceback=True):
@@ -148,107 +158,9 @@ def error_reply(request_id, ename, evalue):
     return {
         "id": request_id,
         "value": None,
-        "images": [],
+        "outputs": [],
         "error": {"ename": ename, "evalue": evalue, "traceback": f"{ename}: {evalue}"},
     }
-
-
-# ---------------------------------------------------------------- rich output
-
-
-class ImageSink:
-    """Collects PNGs for one run, bounded so a reply stays well under the daemon's frame limit."""
-
-    def __init__(self):
-        self.images = []
-        self._size = 0
-
-    def add(self, png):
-        encoded = base64.b64encode(png).decode("ascii")
-        if self._size + len(encoded) > MAX_IMAGE_BYTES:
-            sys.stderr.write(f"[corral] image dropped: this run's images exceed {MAX_IMAGE_BYTES} bytes\n")
-            return
-        self._size += len(encoded)
-        self.images.append(encoded)
-
-
-def flush_figures(sink):
-    """Every open pyplot figure becomes a PNG and is closed, like a notebook's inline backend."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is None:
-        return
-    try:
-        numbers = list(pyplot.get_fignums())
-    except Exception:
-        return
-    for number in numbers:
-        buffer = io.BytesIO()
-        try:
-            pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
-        except Exception:
-            sys.stderr.write(f"[corral] could not render figure {number}:\n{traceback.format_exc()}")
-            continue
-        sink.add(buffer.getvalue())
-    pyplot.close("all")
-
-
-def _wrap_pyplot_show(pyplot):
-    """plt.show() must end the current figure (as in Jupyter) so the next plot starts afresh."""
-
-    def show(*args, **kwargs):
-        if STATE.sink is not None:
-            flush_figures(STATE.sink)
-
-    show.__doc__ = pyplot.show.__doc__
-    pyplot.show = show
-
-
-class _PyplotImportHook:
-    """Meta path finder that patches matplotlib.pyplot right after its first import."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "matplotlib.pyplot":
-            return None
-        sys.meta_path.remove(self)
-        try:
-            import importlib.util
-
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        original = spec.loader.exec_module
-
-        def exec_module(module):
-            original(module)
-            _wrap_pyplot_show(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-def setup_matplotlib():
-    os.environ["MPLBACKEND"] = "Agg"
-    warnings.filterwarnings("ignore", message="FigureCanvasAgg is non-interactive")
-    warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
-    sys.meta_path.insert(0, _PyplotImportHook())
-
-
-def image_png(value):
-    """PNG bytes when value is a PIL image, else None."""
-    image_module = sys.modules.get("PIL.Image")
-    if image_module is None or not isinstance(value, image_module.Image):
-        return None
-    for candidate in (value, None):
-        try:
-            image = candidate if candidate is not None else value.convert("RGBA")
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            return buffer.getvalue()
-        except Exception:
-            continue
-    return None
 
 
 # ---------------------------------------------------------------- execution
@@ -256,7 +168,6 @@ def image_png(value):
 
 class State:
     running = False
-    sink = None
     loop = None
 
 
@@ -302,18 +213,38 @@ def _evaluate(code_object, namespace):
     return result
 
 
+def dedent_cell(source):
+    """Code sent indented as a whole (a cell embedded in a string) runs, as in IPython."""
+    first = next((line for line in source.splitlines() if line.strip()), "")
+    return textwrap.dedent(source) if first[:1] in (" ", "\t") else source
+
+
 class Interpreter:
-    def __init__(self):
+    def __init__(self, display):
         self.namespace = make_namespace()
         self.count = 0
+        self.display = display
+        builtins.__corral__ = MAGICS.Shell(self.namespace, self.run_source, display.display_raw)
+        builtins.display = display.display
+
+    def _parse(self, source, filename):
+        flags = ast.PyCF_ONLY_AST | TOP_LEVEL_AWAIT
+        try:
+            return compile(source, filename, "exec", flags, dont_inherit=True)
+        except SyntaxError:
+            # Not Python as written: maybe `!cmd` / `%magic` lines (plain Python is never rewritten).
+            transformed = MAGICS.transform(source)
+            if transformed == source:
+                raise
+            return compile(transformed, filename, "exec", flags, dont_inherit=True)
 
     def compile_cell(self, source):
         """(statements, final expression) code objects; the expression's value is the run's value."""
         self.count += 1
         filename = f"{CELL_PREFIX}{self.count}>"
+        source = dedent_cell(source)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        flags = ast.PyCF_ONLY_AST | TOP_LEVEL_AWAIT
-        tree = compile(source, filename, "exec", flags, dont_inherit=True)
+        tree = self._parse(source, filename)
         final = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             final = ast.Expression(tree.body.pop().value)
@@ -321,8 +252,15 @@ class Interpreter:
         expression = compile(final, filename, "eval", TOP_LEVEL_AWAIT, dont_inherit=True) if final else None
         return statements, expression
 
-    def run(self, source, sink):
-        """Run one cell: returns (value text or None, error dict or None)."""
+    def run_source(self, source):
+        """Run source like a cell (for %time and friends); returns its final expression's value."""
+        statements, expression = self.compile_cell(source)
+        if statements is not None:
+            _evaluate(statements, self.namespace)
+        return _evaluate(expression, self.namespace) if expression is not None else None
+
+    def run(self, source):
+        """Run one cell: returns (value text or None, error dict or None); outputs go to display."""
         try:
             statements, expression = self.compile_cell(source)
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
@@ -331,20 +269,13 @@ class Interpreter:
             if statements is not None:
                 _evaluate(statements, self.namespace)
             value = _evaluate(expression, self.namespace) if expression is not None else None
-            return self.render(value, sink), None
+            return (self.display.show(value, main=True) if value is not None else None), None
+        except MAGICS.UsageError as exc:
+            return None, error_from_exception(exc, with_traceback=False)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included: the driver lives on
             return None, error_from_exception(exc)
         finally:
-            flush_figures(sink)
-
-    def render(self, value, sink):
-        if value is None:
-            return None
-        png = image_png(value)
-        if png is not None:
-            sink.add(png)
-            return None
-        return clean_text(repr(value))
+            self.display.flush_figures()
 
 
 def flush_std_streams():
@@ -355,16 +286,38 @@ def flush_std_streams():
             pass  # closed or replaced by user code: nothing of ours to flush
 
 
+def apply_env(env):
+    """Set a run's environment variables; returns what to restore afterwards."""
+    saved = {}
+    if isinstance(env, dict):
+        for key, value in env.items():
+            if isinstance(key, str) and isinstance(value, str) and key and "=" not in key and "\0" not in key + value:
+                saved[key] = os.environ.get(key)
+                os.environ[key] = value
+    return saved
+
+
+def restore_env(saved):
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def handle(interpreter, request):
     request_id = request.get("id")
     if "bad" in request:
         return error_reply(request_id, "BadRequest", request["bad"])
-    sink = ImageSink()
-    STATE.sink = sink
+    display = interpreter.display
+    display.outputs = DISPLAY.Outputs()
+    saved_env = apply_env(request.get("env"))
+    if MAGICS.user_site_appeared():
+        MAGICS.refresh_import_paths()  # something installed packages between runs
     try:
         try:
             STATE.running = True
-            value, error = interpreter.run(request["code"], sink)
+            value, error = interpreter.run(request["code"])
         finally:
             STATE.running = False
     except KeyboardInterrupt:
@@ -372,15 +325,15 @@ def handle(interpreter, request):
         STATE.running = False
         value, error = None, {"ename": "KeyboardInterrupt", "evalue": "", "traceback": "KeyboardInterrupt"}
     finally:
-        STATE.sink = None
+        restore_env(saved_env)
+        outputs, display.outputs = display.outputs, None
     flush_std_streams()
-    return {"id": request_id, "value": value, "images": sink.images, "error": error}
+    return {"id": request_id, "value": value, "outputs": outputs.items, "error": error}
 
 
 def configure_process():
     # Interactive-interpreter conventions: modules in the cwd are importable, argv is [''].
-    driver_dir = os.path.dirname(os.path.abspath(DRIVER_FILE))
-    if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == driver_dir:
+    if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == DRIVER_DIR:
         sys.path[0] = ""
     elif not sys.path or sys.path[0] != "":
         sys.path.insert(0, "")
@@ -390,14 +343,18 @@ def configure_process():
             stream.reconfigure(line_buffering=True)  # output streams to the daemon as it happens
         except Exception:
             pass
-    setup_matplotlib()
+    os.environ["MPLBACKEND"] = "Agg"
+    warnings.filterwarnings("ignore", message="FigureCanvasAgg is non-interactive")
+    warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
 
 
 def main():
     channel = Channel(CTL_IN_FD, CTL_OUT_FD)
     signal.signal(signal.SIGINT, on_sigint)
     configure_process()
-    interpreter = Interpreter()
+    display = DISPLAY.Display(CHARTS)
+    DISPLAY.install_hooks(display)
+    interpreter = Interpreter(display)
     channel.send({"ready": True, "pid": os.getpid(), "language": "python"})
     while True:
         request = channel.receive()

@@ -120,6 +120,15 @@ class DockerEngine:
 
         return await self._run("list images", ls)
 
+    async def image_size(self, name: str) -> int | None:
+        def size() -> int | None:
+            try:
+                return int(self._client.images.get(name).attrs.get("Size") or 0)
+            except docker.errors.ImageNotFound:
+                return None
+
+        return await self._run(f"look up image {name}", size)
+
     async def pull_image(self, name: str) -> None:
         await self._run(f"pull image {name}", lambda: self._client.images.pull(name))
 
@@ -242,8 +251,7 @@ class DockerEngine:
             return dup, exec_id
 
         sock, exec_id = await self._run("attach to container", start)
-        stream = await anyio.abc.SocketStream.from_socket(sock)
-        return DockerExecStream(stream, exec_id)
+        return await DockerExecStream.open(sock, exec_id)
 
     async def exec_exit_code(self, exec_id: str) -> int | None:
         info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))

@@ -21,6 +21,7 @@ class Files:
         self.read_file = partial(content.read_file, deps)
         self.write_file = partial(content.write_file, deps)
         self.list_files = partial(content.list_files, deps)
+        self.file_info = partial(content.file_info, deps)
         self.edit_file = partial(edit.edit_file, deps)
         self.delete_path = partial(tree.delete_path, deps)
         self.move_path = partial(tree.move_path, deps)

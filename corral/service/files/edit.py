@@ -3,8 +3,6 @@ atomic), so the matching rules are ours and the same for every image."""
 
 from __future__ import annotations
 
-import base64
-
 from corral.errors import InvalidRequest, PayloadTooLarge
 from corral.service.files.deps import FileDeps
 from corral.service.files.models import FileEdited
@@ -128,13 +126,13 @@ async def edit_file(
     if end_line is not None and start_line is None:
         raise InvalidRequest("end_line needs start_line too")
     limit = deps.policy.max_file_bytes
-    res = await deps.sandboxes.request(ref, "read_file", {"path": full, "max_bytes": limit}, timeout=60)
+    res = await deps.sandboxes.request(ref, "read_file", {"path": full, "max_bytes": limit, "binary": True}, timeout=60)
     if res.get("truncated"):
         raise PayloadTooLarge(
             f"{full} is {res.get('size')} bytes; edit_file handles files up to {limit} bytes. "
             "Use run_command (e.g. sed -i) for bigger files"
         )
-    data = base64.b64decode(str(res.get("data_b64", "")))
+    data = bytes(res.get("bytes") or b"")
     if old_text is not None:
         updated, count, first = apply_snippet_edit(data, old_text, new_text, replace_all=replace_all, path=full)
         last = first + max(len(new_text.splitlines()), 1) - 1
@@ -150,7 +148,7 @@ async def edit_file(
         updated, count = new.encode(), 1
     if len(updated) > limit:
         raise PayloadTooLarge(f"the edited file would be {len(updated)} bytes; the limit is {limit} bytes")
-    params = {"path": full, "data_b64": base64.b64encode(updated).decode(), "mkdirs": False}
+    params = {"path": full, "bytes": updated, "mkdirs": False}
     written = await deps.sandboxes.request(ref, "write_file", params, timeout=60)
     try:
         shown: str | None = _snippet(updated.decode("utf-8"), first, last)

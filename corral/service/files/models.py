@@ -12,6 +12,25 @@ class FileEntry(BaseModel):
     type: Literal["file", "dir", "symlink", "other"]
     size: int
     mtime: float
+    mode: str | None = Field(default=None, description="Permission bits in octal, e.g. '0644'.")
+    owner: str | None = None
+    link_target: str | None = None
+
+
+class FileInfo(BaseModel):
+    path: str
+    exists: bool
+    type: Literal["file", "dir", "symlink", "other"] | None = None
+    size: int | None = None
+    mode: str | None = Field(default=None, description="Permission bits in octal, e.g. '0644'.")
+    owner: str | None = None
+    group: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime: float | None = None
+    link_target: str | None = Field(default=None, description="Where a symlink points (size, mode: of its target).")
+    mime_type: str | None = None
+    sha256: str | None = None
 
 
 class FileListing(BaseModel):
@@ -23,13 +42,18 @@ class FileListing(BaseModel):
 class FileRead(BaseModel):
     path: str
     size: int = Field(description="Size of the whole file in bytes.")
-    encoding: Literal["text", "base64", "image"]
-    content: str = Field(description="The text (a line range if asked), or base64 for binary files.")
+    encoding: Literal["text", "base64", "image", "binary"] = Field(
+        description="text: lines (numbered unless raw); base64: the asked byte range; image: sent as image "
+        "content; binary: not shown, only described (mime_type, sha256)."
+    )
+    content: str = ""
     start_line: int | None = None
     end_line: int | None = None
     total_lines: int | None = None
-    truncated: bool = False
+    truncated: bool = Field(default=False, description="The range asked for (to the end by default) was cut short.")
+    byte_offset: int | None = None
     mime_type: str | None = None
+    sha256: str | None = None
 
 
 class FileWritten(BaseModel):
@@ -49,7 +73,7 @@ class FileEdited(BaseModel):
 
 class PathDeleted(BaseModel):
     path: str
-    type: str = Field(description="What was deleted: file, dir, symlink or other.")
+    type: str = Field(description="What was deleted: file, dir, symlink or other (none if it was missing).")
     deleted: bool = True
 
 

@@ -6,7 +6,6 @@ operator allowed (`Settings.host_dirs`); everything the sandbox says about its f
 
 from __future__ import annotations
 
-import base64
 import os
 import posixpath
 import secrets
@@ -20,7 +19,7 @@ from corral.service.files.models import Transfer
 from corral.service.files.paths import AGENT_DIR, sandbox_path
 from corral.service.files.tree import make_dir
 
-CHUNK = 4 * 1024 * 1024  # per agent request; its base64 stays well under the 16 MiB frame limit
+CHUNK = 4 * 1024 * 1024  # per agent request (a binary frame), well under the 16 MiB frame limit
 MAX_TRANSFER_BYTES = 512 * 1024 * 1024
 MAX_TRANSFER_FILES = 5000
 
@@ -152,7 +151,7 @@ async def _upload_file(deps: FileDeps, ref: str, source: Path, target: str, mode
                 break
             params = {
                 "path": target,
-                "data_b64": base64.b64encode(chunk).decode(),
+                "bytes": chunk,
                 "mkdirs": True,
                 "append": sent > 0,
                 "mode": mode,
@@ -244,10 +243,9 @@ async def _download_file(deps: FileDeps, ref: str, source: str, target: Path, mo
     try:
         with os.fdopen(fd, "wb") as f:
             while True:
-                res = await deps.sandboxes.request(
-                    ref, "read_file", {"path": source, "offset": offset, "max_bytes": CHUNK}, timeout=120
-                )
-                data = base64.b64decode(str(res.get("data_b64", "")))
+                params = {"path": source, "offset": offset, "max_bytes": CHUNK, "binary": True}
+                res = await deps.sandboxes.request(ref, "read_file", params, timeout=120)
+                data = bytes(res.get("bytes") or b"")
                 if len(data) > CHUNK:
                     raise AgentFailure("the sandbox sent more data than asked for")
                 f.write(data)

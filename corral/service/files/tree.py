@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from corral.config import WORKDIR
-from corral.errors import AgentFailure, InvalidRequest
+from corral.errors import AgentFailure, AgentRefused, InvalidRequest
 from corral.service.files.deps import FileDeps
 from corral.service.files.models import DirMade, FindResult, PathDeleted, PathMoved, SearchResult
 from corral.service.files.paths import check_not_protected, sandbox_path
@@ -28,10 +28,19 @@ async def run_fs(
 # -- delete, move, mkdir ------------------------------------------------------------------------------
 
 
-async def delete_path(deps: FileDeps, ref: str, path: str, *, recursive: bool = False) -> PathDeleted:
+async def delete_path(
+    deps: FileDeps, ref: str, path: str, *, recursive: bool = False, missing_ok: bool = False
+) -> PathDeleted:
     full = sandbox_path(path)
     check_not_protected(full, "delete")
-    reply = await run_fs(deps, ref, "delete", {"path": full, "recursive": bool(recursive)})
+    try:
+        reply = await run_fs(deps, ref, "delete", {"path": full, "recursive": bool(recursive)})
+    except AgentRefused as exc:
+        if missing_ok and exc.kind in ("not_found", "not_a_directory"):
+            return PathDeleted(path=full, type="none", deleted=False)
+        if exc.kind == "not_found":
+            raise InvalidRequest(f"{exc} (pass missing_ok=true to treat a missing path as deleted)") from None
+        raise
     return PathDeleted(path=full, type=str(reply.get("type", "file")))
 
 

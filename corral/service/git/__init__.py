@@ -30,7 +30,7 @@ from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import GitRemoteTable
 from corral.service.access import SandboxAccess
 from corral.service.containers import Containers
-from corral.service.git import clone, local, remote
+from corral.service.git import branches, clone, local, remote
 from corral.service.git.constants import OnProgress
 from corral.service.git.deps import GitDeps
 from corral.service.git.models import GitCredentials
@@ -55,6 +55,7 @@ class Git:
         self.log = partial(local.log, deps)
         self.checkout = partial(local.checkout, deps)
         self.commit = partial(local.commit, deps)
+        self.branches = partial(branches.branches, deps)
         self.push = partial(remote.push, deps)
         self.pull = partial(remote.pull, deps)
 

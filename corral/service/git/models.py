@@ -81,6 +81,24 @@ class GitCheckoutResult(BaseModel):
     head: str | None
 
 
+class GitBranch(BaseModel):
+    name: str
+    remote: bool = Field(description="A remote-tracking branch, e.g. origin/main.")
+    current: bool
+    head: str = Field(description="Short commit id.")
+    upstream: str | None = None
+    subject: str = ""
+
+
+class GitBranches(BaseModel):
+    repo: str
+    current: str | None = Field(description="The checked-out branch (null: detached HEAD).")
+    branches: list[GitBranch]
+    truncated: bool = False
+    action: str
+    branch: str | None = Field(description="The branch created or deleted.")
+
+
 class GitCommitResult(BaseModel):
     repo: str
     sha: str

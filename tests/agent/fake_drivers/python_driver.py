@@ -1,5 +1,6 @@
 """A minimal stand-in for the python driver, so the daemon's side of the driver interface is
-tested deterministically: fd 3 carries {"id", "code"} lines, fd 4 gets the replies.
+tested deterministically: fd 3 carries {"id", "code"} lines, fd 4 gets the replies; a run's
+`OUTPUTS` global, if it sets one, is sent as the reply's outputs.
 
 It runs code notebook-style in persistent globals. SIGINT raises KeyboardInterrupt only while a run
 is in progress; code can make the driver unresponsive with signal.signal(SIGINT, SIG_IGN).
@@ -40,7 +41,7 @@ def main():
     namespace = {"__name__": "__main__"}
     for line in control:
         request = json.loads(line)
-        reply = {"id": request["id"], "value": None, "images": [], "error": None}
+        reply = {"id": request["id"], "value": None, "outputs": [], "error": None}
         running = True
         try:
             reply["value"] = execute(request["code"], namespace)
@@ -54,6 +55,8 @@ def main():
             }
         finally:
             running = False
+        # A run can hand the daemon any outputs it likes (to test how the daemon cleans them).
+        reply["outputs"] = namespace.pop("OUTPUTS", [])
         sys.stdout.flush()
         sys.stderr.flush()
         replies.write(json.dumps(reply) + "\n")
