@@ -18,6 +18,7 @@ from corral.service.validation import check_env, check_labels
 MIN_MEMORY_MB = 64
 MIN_CPUS = 0.1
 MIN_LIFETIME = 60.0  # seconds; anything shorter would stop or delete a sandbox between two calls
+MAX_LIFETIME = 10 * 365 * 86400.0  # past this, "never" is what is meant (and dates stay printable)
 MAX_ENV_BYTES = 256 * 1024
 # Variables that would change how the in-sandbox agent itself starts or where it keeps its state.
 RESERVED_ENV = re.compile(r"^(CORRAL_|LD_)|^(HOME|PATH)$")
@@ -90,8 +91,11 @@ def clamp(name: str, value: float, low: float, high: float, adjusted: dict[str, 
 
 def lifetime_seconds(name: str, value: float, maximum: float | None, adjusted: dict[str, str]) -> float | None:
     """A lifetime in seconds; 0 means never, which a server with a maximum does not allow."""
-    if isinstance(value, bool) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
         raise InvalidRequest(f"{name} must be a number of seconds >= 0 (0 = never; got {value!r})")
+    if maximum is None and value > MAX_LIFETIME:
+        adjusted[name] = f"asked {value:g} s, set {MAX_LIFETIME:g} s (ten years, the longest)"
+        return MAX_LIFETIME
     if value == 0:
         if maximum is None:
             return None

@@ -2,7 +2,8 @@
 whatever the tool was: a sandbox it used was resumed, its lease, a lifetime about to end.
 
 They go into the structured content (`lease`, `leases`, `notices`) and, as `key: value` lines
-(tools/_render.py), after the result's own text."""
+(tools/_render.py), into a text block of their own after the result's: never into its text, which
+may be a file's content."""
 
 from __future__ import annotations
 
@@ -38,14 +39,8 @@ def annotate(result: Any, notes: CallNotes) -> Any:
     # A result that shows its own lease keeps it; a lease of null says so as `lease: none`.
     text = render_fields({k: ("none" if v is None else v) for k, v in added.items()})
     blocks: list[ContentBlock] = content
-    first = next((i for i, block in enumerate(blocks) if isinstance(block, TextContent)), None)
-    if first is None:
-        blocks.insert(0, TextContent(type="text", text=text))
-    else:
-        block = blocks[first]
-        assert isinstance(block, TextContent)
-        joint = "" if not block.text or block.text.endswith("\n") else "\n"
-        blocks[first] = TextContent(type="text", text=f"{block.text}{joint}{text}")
+    last_text = max((i for i, block in enumerate(blocks) if isinstance(block, TextContent)), default=-1)
+    blocks.insert(last_text + 1, TextContent(type="text", text=text))
     return CallToolResult(content=blocks, structured_content=structured, is_error=result_is_error(result))
 
 

@@ -196,6 +196,16 @@ async def test_options_past_the_maxima_are_clamped_and_reported(services: Servic
     ]
 
 
+async def test_lifetimes_must_be_finite_and_huge_ones_mean_ten_years(services: Services) -> None:
+    for bad in (float("inf"), float("nan"), -1):
+        with pytest.raises(InvalidRequest, match="must be a number of seconds >= 0"):
+            await services.sandboxes.create(idle_stop_after=bad)
+    rec = await services.sandboxes.create()
+    huge = await services.sandboxes.update(rec.id, idle_stop_after=1e300, delete_after=1e300)
+    assert huge.idle_stop_after == huge.delete_after == 10 * 365 * 86400.0
+    assert services.sandboxes.lease(huge) is not None  # its dates can be written
+
+
 async def test_labels_filter_the_list_and_update_merges_them(services: Services) -> None:
     a = await services.sandboxes.create(labels={"team": "a", "tier": "x"})
     await services.sandboxes.create(labels={"team": "b"})

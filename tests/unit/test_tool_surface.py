@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import ListToolsResult
+from mcp.types import ListToolsResult, TextContent
 
 from corral.config import Settings
 from corral.sandbox_backend.fake import FakeEngine
@@ -121,5 +121,7 @@ async def test_published_output_schemas_validate_real_results(tmp_path: Path) ->
         info = await call_ok(client, "get_file_info", sandbox="typed", path="nope")
         assert info["exists"] is False and info["size"] is None
         result = await client.call_tool("read_file", {"sandbox": "typed", "path": "a.txt"})
-        text, lease = text_of(result).rsplit("\n", 1)  # every result that touches a sandbox: its lease
-        assert text == "/workspace/a.txt: lines 1-1 of 1\n     1\thi" and lease.startswith("lease: stops_at=")
+        assert text_of(result).startswith("/workspace/a.txt: lines 1-1 of 1\n     1\thi\n")
+        # Every result that touches a sandbox also says its lease, in a text block of its own.
+        [_, notes] = result.content
+        assert isinstance(notes, TextContent) and notes.text.startswith("lease: stops_at=")

@@ -21,11 +21,6 @@ CREATE TABLE pool (
     container_id  TEXT,
     spec          TEXT NOT NULL,
     instance_id   TEXT NOT NULL,
-    -- The server process that made it (host, pid and the pid's start time): a member whose server
-    -- is gone is removed by the next server's pool, whoever it is.
-    host          TEXT NOT NULL DEFAULT '',
-    pid           INTEGER NOT NULL DEFAULT 0,
-    pid_start     INTEGER,
     ready         INTEGER NOT NULL DEFAULT 0,
     created_at    REAL NOT NULL
 );
