@@ -283,8 +283,14 @@ def interactive_attempt(ctx: Ctx, image: str) -> None:
         s = res.summaries["state.llm.interactive.call"] = Summary.of(per_call)
         table.add_latency("llm-sandbox InteractiveSandboxSession, per call", s)
         res.extra["state.llm.interactive_ok"] = 1.0
+    except Exception as exc:  # its kernel started (the image has IPython now) but a cell did not answer
+        table.note(
+            f"llm-sandbox `InteractiveSandboxSession` opened but its cells failed after {len(per_call)} of them: "
+            f'{type(exc).__name__}: "{_gist(str(exc))}".'
+        )
+        res.extra["state.llm.interactive_ok"] = 0.0
     finally:
-        session.close()
+        with_deadline(session.close, 120, "InteractiveSandboxSession.close")
 
 
 def comparison(results: Results) -> None:

@@ -51,7 +51,7 @@ LAUNCHER = (
 
 def launch_argv(mode: str, *args: str, python: str | None = None) -> list[str]:
     """argv that runs this very package (where it is installed now) in `mode`."""
-    return [python or sys.executable, "-I", "-c", LAUNCHER, IMPORT_ROOT, PACKAGE_NAME, mode, *args]
+    return [python or sys.executable, "-I", "-S", "-c", LAUNCHER, IMPORT_ROOT, PACKAGE_NAME, mode, *args]
 
 
 # -- the bundle's content and version -------------------------------------------------------------
@@ -127,7 +127,7 @@ if not os.path.isfile(os.path.join(home, %(package)r, "VERSION")):
         os.rename(staging, home)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-argv = [sys.executable, "-I", "-c", %(launcher)r, home, %(package)r, sys.argv[1]] + sys.argv[3:]
+argv = [sys.executable, "-I", "-S", "-c", %(launcher)r, home, %(package)r, sys.argv[1]] + sys.argv[3:]
 os.execv(sys.executable, argv)
 """
 
@@ -167,7 +167,7 @@ def bootstrap_argv(mode: str = "relay", *args: str, python: str = "python3") -> 
     """argv that runs the bundled agent in `mode` ("relay", "serve-stdio", "daemon", "version",
     "tcp-relay" with HOST PORT as `args`) with the sandbox's `python` (>= 3.8)."""
     script, bundle = _bootstrap()
-    return [python, "-I", "-c", script, mode, bundle, *args]
+    return [python, "-I", "-S", "-c", script, mode, bundle, *args]
 
 
 # Computed on first use (PEP 562), so the agent never builds a zip just to start.

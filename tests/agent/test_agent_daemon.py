@@ -273,6 +273,8 @@ async def test_tcp_relay_reports_a_refused_connection(agent_dir: Path) -> None:
 
 def test_bootstrap_argv_is_small() -> None:
     argv = bootstrap_argv("relay")
-    assert argv[:3] == ["python3", "-I", "-c"] and argv[4] == "relay"
+    # -I: nothing of the sandbox's environment or working directory; -S: no site (the agent is
+    # stdlib-only, and site-packages' .pth files cost every agent process ~55 ms under gVisor).
+    assert argv[:4] == ["python3", "-I", "-S", "-c"] and argv[5] == "relay"
     assert sum(len(a) for a in argv) < 100_000
     assert json.dumps(argv)  # plain strings only
