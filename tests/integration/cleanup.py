@@ -11,7 +11,8 @@ from corral.service.containers import home_label
 
 
 def reap_containers(home: Path) -> None:
-    """Remove every container, then every network, labelled as owned by this data dir."""
+    """Remove every container, then every network and image (forks, snapshots), labelled as owned
+    by this data dir."""
     owner = home_label(Settings(home=home))
     label = {"label": f"{LABEL_NAMESPACE}.owner={owner}"}
     client = docker.from_env()
@@ -20,5 +21,8 @@ def reap_containers(home: Path) -> None:
             container.remove(force=True, v=True)
         for network in client.networks.list(filters=label):
             network.remove()
+        for image in client.images.list(filters=label):
+            for tag in image.tags:
+                client.images.remove(tag, noprune=False)
     finally:
         client.close()
