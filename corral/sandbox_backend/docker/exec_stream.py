@@ -14,7 +14,12 @@ log = logging.getLogger(__name__)
 
 class DockerExecStream(ExecStream):
     """stdin/stdout of a `docker exec` as a byte stream: stdout frames demultiplexed from
-    Docker's 8-byte headers, stderr frames passed to the log (the agent only writes diagnostics there)."""
+    Docker's 8-byte headers, stderr frames passed to the log (the agent only writes diagnostics there).
+
+    Docker also writes its own errors into the stream (e.g. "OCI runtime exec failed: ...", or
+    "waiting on pid ..." when the container dies), as stdout frames; the agent channel tells them
+    from agent frames. Bytes that are not Docker's framing at all end the stream with what they say.
+    """
 
     def __init__(self, stream: anyio.abc.SocketStream, exec_id: str) -> None:
         self._stream = stream
@@ -34,7 +39,11 @@ class DockerExecStream(ExecStream):
                     await self._fill()
                 except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                     raise anyio.EndOfStream from None
-            kind, size = struct.unpack(">BxxxL", self._buf[:8])
+            kind, pad, size = struct.unpack(">B3sL", self._buf[:8])
+            if kind not in (0, 1, 2) or pad != b"\0\0\0":
+                text = bytes(self._buf[:200]).decode(errors="replace").strip()
+                self._buf.clear()
+                raise anyio.BrokenResourceError(f"Docker sent something that is not an exec stream: {text!r}")
             while len(self._buf) < 8 + size:
                 try:
                     await self._fill()
