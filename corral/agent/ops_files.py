@@ -74,6 +74,9 @@ def op_write_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
             make_dirs(parent)
         if os.path.isdir(target):
             raise Failure("is_a_directory", f"{path} is a directory")
+        if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
+            raise bad_request(f"{path} is not a regular file (a device, FIFO or socket); only regular files "
+                              "are written")
         if append:
             append_file(target, data, mode)
         else:

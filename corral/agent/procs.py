@@ -1,6 +1,7 @@
 """Background processes: spool directories and the proc-waiter that runs each command.
 
-Each process lives in its own spool directory `<agent dir>/procs/<id>/`:
+Each process lives in its own spool directory `<data dir>/procs/<id>/` (on the sandbox's disk, so
+processes started before a restart or an out-of-memory stop can still be read):
   spec.json   command, cwd, env overrides, start time (written by the daemon)
   pid.json    pid + start ticks of the command and of its waiter (written by the waiter)
   output.log  combined stdout+stderr (O_APPEND, so offsets are stable)
@@ -128,6 +129,7 @@ class ProcStore:
         return procs
 
     def start(self, command: str, cwd: str, env: dict[str, str] | None) -> dict[str, Any]:
+        ensure_private_dir(os.path.dirname(self.dir))
         ensure_private_dir(self.dir)
         while True:
             proc_id = "p" + secrets.token_hex(5)
