@@ -12,6 +12,7 @@ from corral.errors import InvalidRequest
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.service.access import SandboxAccess
 from corral.service.models import CodeError, CodeResult, ExecResult
+from corral.service.replies import IMAGE_BUDGET, RESULT_BUDGET, cut, fit
 from corral.service.validation import check_env, check_path, check_size, check_timeout
 
 Language = Literal["python", "javascript", "bash"]
@@ -58,22 +59,19 @@ def check_context(context: str) -> str:
 
 def _cap(text: Any, limit: int) -> str | None:
     """Head + tail of an over-long string with a marker, so no reply is ever unbounded."""
-    if text is None:
-        return None
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n…[{len(text) - 2 * half} characters dropped]…\n{text[-half:]}"
+    return None if text is None else cut(str(text), limit)
 
 
 def _decode_images(raw: Any, limit: int) -> list[bytes]:
+    """The PNGs of a run, as many as fit in one reply (the rest would break the client's stream)."""
     if not isinstance(raw, list):
         return []
-    images = []
+    images: list[bytes] = []
+    budget = min(limit * 4 // 3 + 4, IMAGE_BUDGET)
     for item in raw[:16]:
-        if not isinstance(item, str) or len(item) > limit * 4 // 3 + 4:
+        if not isinstance(item, str) or len(item) > budget:
             continue
+        budget -= len(item)
         try:
             data = base64.b64decode(item, validate=True)
         except ValueError:
@@ -81,6 +79,10 @@ def _decode_images(raw: Any, limit: int) -> list[bytes]:
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             images.append(data)
     return images
+
+
+def _error_size(result: CodeResult) -> int:
+    return len(result.error.model_dump_json()) if result.error else 0
 
 
 class Execution:
@@ -119,15 +121,18 @@ class Execution:
         started = time.perf_counter()
         events = _events(on_output)
         res = await self._sandboxes.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=events)
-        return ExecResult(
-            exit_code=res.get("exit_code"),
-            stdout=str(res.get("stdout", "")),
-            stderr=str(res.get("stderr", "")),
-            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-            timed_out=bool(res.get("timed_out", False)),
+        cap = policy.output_limit + 200  # head + tail + the agent's marker
+        result = ExecResult(
+            exit_code=res["exit_code"],
+            stdout=cut(res["stdout"], cap),
+            stderr=cut(res["stderr"], cap),
+            stdout_dropped_bytes=res["stdout_dropped"],
+            stderr_dropped_bytes=res["stderr_dropped"],
+            timed_out=res["timed_out"],
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        fit(result, ("stdout", "stderr"))
+        return result
 
     async def run_code(
         self,
@@ -157,29 +162,33 @@ class Execution:
         )
         images = _decode_images(res.get("images"), policy.max_file_bytes)
         notice = await self._context_continuity(ref, language, context)
-        error = res.get("error")
+        error = res["error"]
+        cap = policy.output_limit + 200
         result = CodeResult(
-            stdout=str(res.get("stdout", "")),
-            stderr=str(res.get("stderr", "")),
-            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-            value=_cap(res.get("value"), policy.output_limit),
+            stdout=cut(res["stdout"], cap),
+            stderr=cut(res["stderr"], cap),
+            stdout_dropped_bytes=res["stdout_dropped"],
+            stderr_dropped_bytes=res["stderr_dropped"],
+            value=_cap(res["value"], policy.output_limit),
             error=CodeError(
-                ename=str(error.get("ename", "Error")),
-                evalue=_cap(str(error.get("evalue", "")), policy.output_limit) or "",
-                traceback=_cap(str(error.get("traceback", "")), policy.output_limit) or "",
+                ename=cut(error["ename"], 200),
+                evalue=cut(error["evalue"], policy.output_limit // 4),
+                traceback=cut(error["traceback"], policy.output_limit),
             )
-            if isinstance(error, dict)
+            if error is not None
             else None,
             images=len(images),
-            timed_out=bool(res.get("timed_out", False)),
-            interrupted=bool(res.get("interrupted", False)),
-            state_lost=bool(res.get("state_lost", False)) or notice is not None,
+            timed_out=res["timed_out"],
+            interrupted=res["interrupted"],
+            state_lost=res["state_lost"] or notice is not None,
             notice=notice,
             language=language,
             context=context,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        if result.error is not None:
+            fit(result.error, ("evalue", "traceback"), budget=RESULT_BUDGET // 3)
+        fit(result, ("stdout", "stderr", "value"), budget=RESULT_BUDGET - _error_size(result))
         return result, images
 
     async def _context_continuity(self, ref: str, language: str, context: str) -> str | None:
@@ -198,8 +207,7 @@ class Execution:
 
     async def list_contexts(self, ref: str) -> list[dict[str, Any]]:
         res = await self._sandboxes.request(ref, "context_list", {}, timeout=30)
-        contexts = res.get("contexts", [])
-        return [c for c in contexts if isinstance(c, dict)] if isinstance(contexts, list) else []
+        return list(res["contexts"])
 
     async def restart_context(self, ref: str, language: str, context: str) -> None:
         params = {"language": check_language(language), "context": check_context(context)}

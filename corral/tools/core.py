@@ -37,6 +37,9 @@ async def create_sandbox(
     ] = None,
     memory_mb: Annotated[int | None, Field(description="Memory limit in MiB (default 1024).")] = None,
     cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,
+    disk_mb: Annotated[
+        int | None, Field(description="Size of /workspace in MiB (server default, usually 10240).")
+    ] = None,
     labels: Annotated[dict[str, str] | None, Field(description="Free-form labels to find it later.")] = None,
 ) -> SandboxInfo:
     """Create a new isolated Linux sandbox (a gVisor container) and return its id.
@@ -45,7 +48,9 @@ async def create_sandbox(
     interpreter state persist in it across calls and server restarts until you delete it.
     No network access; runs as a non-root user in /workspace. Takes about a second.
     """
-    rec = await services(ctx).sandboxes.create(name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels)
+    rec = await services(ctx).sandboxes.create(
+        name=name, image=image, memory_mb=memory_mb, cpus=cpus, disk_mb=disk_mb, labels=labels
+    )
     return SandboxInfo.from_record(rec)
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.instances import HelperTable, InstanceTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import (
+    AuditEntry,
+    HelperRecord,
+    InstanceRecord,
+    PortRecord,
+    ProcessRecord,
+    SandboxRecord,
+)
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 
 
@@ -24,6 +32,8 @@ class Store:
         self.ports = PortTable(db)
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
+        self.instances = InstanceTable(db)
+        self.helpers = HelperTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -43,6 +53,8 @@ class Store:
 
 __all__ = [
     "AuditEntry",
+    "HelperRecord",
+    "InstanceRecord",
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",
