@@ -28,6 +28,9 @@ class VolumeMount:
 
     target: str
     volume: str | None = None
+    # A new, empty volume gets the image's files at `target` (and their owner) copied in first;
+    # off for volumes whose content only the host provides (an image could bring its own).
+    copy_image_files: bool = True
 
 
 @dataclass(frozen=True)

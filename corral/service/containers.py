@@ -107,7 +107,9 @@ class Containers:
         """Without a volume (the operator turned disk limits off) /workspace lives in the writable
         root file system, as in a plain container: nothing bounds it."""
         tmpfs, shm = memory_mounts(rec.memory_bytes)
-        agent = VolumeMount(AGENT_MOUNT, self.agent_volume(rec.id))
+        # The image's own /opt/corral (files, and an owner that could be the sandbox user) never
+        # gets into the agent's volume: only what the host installs is there.
+        agent = VolumeMount(AGENT_MOUNT, self.agent_volume(rec.id), copy_image_files=False)
         volumes = (agent, *((VolumeMount(WORKDIR, rec.volume),) if rec.volume else ()))
         return ContainerSpec(
             name=f"corral-{rec.id}",

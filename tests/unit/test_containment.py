@@ -85,6 +85,7 @@ async def test_everything_a_sandbox_can_write_in_memory_stays_well_under_its_mem
                             "creating", 0.0, 0.0, volume="v")
         spec = services.sandboxes._containers.sandbox_spec(rec)
         assert spec.read_only_root and spec.init
+        assert [m.copy_image_files for m in spec.volumes if m.target == "/opt/corral"] == [False]
         assert sum(t.size_bytes for t in spec.tmpfs) + (spec.shm_bytes or 0) <= spec.memory_bytes * 3 // 8
 
 
@@ -212,6 +213,19 @@ async def test_reconcile_leaves_what_a_live_server_makes_and_reaps_what_a_dead_o
     async with open_services(settings, engine=engine) as third:
         assert [r.name for r in await third.sandboxes.list_all()] == ["done"]
         assert helper not in engine.containers and str(rec.container_id) in engine.containers
+
+
+async def test_a_disk_image_left_without_its_volume_is_found_and_removed_by_gc(
+    settings: Settings, engine: FakeEngine
+) -> None:
+    async with open_services(settings, engine=engine, serve=False) as services:
+        kept = await services.sandboxes.create()
+        stray = services.sandboxes._containers.volume_name("sb-0000dead")
+        engine.stray_disks.add(stray)  # a crash between making the image and making the volume
+        plan = await services.reconciler.plan()
+        assert [(o.kind, o.id) for o in plan.orphans] == [("volume", stray)]
+        await services.reconciler.apply(plan, remove_orphans=True)
+        assert engine.stray_disks == set() and kept.volume in engine.volumes
 
 
 async def test_orphan_helpers_are_one_entry_each(settings: Settings, engine: FakeEngine) -> None:

@@ -144,7 +144,10 @@ class DockerEngine:
 
     async def create_container(self, spec: ContainerSpec) -> str:
         def create() -> str:
-            mounts = [docker.types.Mount(target=m.target, source=m.volume, type="volume") for m in spec.volumes]
+            mounts = [
+                docker.types.Mount(target=m.target, source=m.volume, type="volume", no_copy=not m.copy_image_files)
+                for m in spec.volumes
+            ]
             tmpfs = {t.target: f"size={t.size_bytes},mode={t.mode:o},exec,nosuid,nodev" for t in spec.tmpfs}
             extra: dict[str, Any] = {"shm_size": spec.shm_bytes} if spec.shm_bytes else {}
             container = self._client.containers.create(
