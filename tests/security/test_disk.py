@@ -34,11 +34,19 @@ async def test_dd_past_the_disk_limit_fails_with_enospc_and_the_host_disk_is_spa
             "dd if=/dev/zero of=$target bs=1M count=400 2>&1 | grep -o 'No space left on device' | head -1; "
             "rm -f $target; done; "
             "for target in /fill /usr/fill /etc/fill /opt/corral/fill /run/lock/fill /var/lib/fill; do "
-            "touch $target 2>/dev/null && echo WROTE $target; done; true"
+            "touch $target 2>/dev/null && echo WROTE $target; done; "
+            # PID 1's stdout is the container's log: a file on the host unless nothing keeps it.
+            "head -c 50000000 /dev/zero > /proc/1/fd/1; true"
         )
         out = await call_ok(client, "run_command", sandbox=box, command=script, timeout=120)
         assert out["stdout"].split("\n").count("No space left on device") == 4, out
         assert "WROTE" not in out["stdout"]
+        docker_client = docker.from_env()
+        try:
+            log_path = docker_client.containers.get(f"corral-{box}").attrs["LogPath"]
+        finally:
+            docker_client.close()
+        assert not log_path or Path(log_path).stat().st_size < MIB
         # The host holds at most the image's size for it, however much the sandbox tried to write.
         assert image.stat().st_blocks * 512 <= 64 * MIB
 

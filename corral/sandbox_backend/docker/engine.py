@@ -168,6 +168,10 @@ class DockerEngine:
                 security_opt=["no-new-privileges"],
                 # Sandbox processes run as a non-root user; they need no capability at all.
                 cap_drop=["ALL"],
+                # PID 1's stdout is writable by the sandbox user (/proc/1/fd/1): with a logging
+                # driver, whatever it writes there lands in a file on the host, without limit.
+                # Corral never reads container logs (it talks to the agent).
+                log_config=docker.types.LogConfig(type="none"),
                 init=spec.init,
                 read_only=spec.read_only_root,
                 mounts=mounts,
