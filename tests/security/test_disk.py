@@ -35,6 +35,8 @@ async def test_dd_past_the_disk_limit_fails_with_enospc_and_the_host_disk_is_spa
             "rm -f $target; done; "
             "for target in /fill /usr/fill /etc/fill /opt/corral/fill /run/lock/fill /var/lib/fill; do "
             "touch $target 2>/dev/null && echo WROTE $target; done; "
+            "for target in /etc/hosts /etc/hostname /etc/resolv.conf; do "
+            "(echo x >> $target) 2>/dev/null && echo WROTE $target; done; "
             # PID 1's stdout is the container's log: a file on the host unless nothing keeps it.
             "head -c 50000000 /dev/zero > /proc/1/fd/1; true"
         )
