@@ -198,6 +198,33 @@ def _tar_entry(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
     return info
 
 
+# Run as root in a running sandbox (`-I -S`: no environment, user site or .pth file has a say):
+# unpacks the bundle into <root>/v-<version>/ through the sandbox's own kernel, so the running
+# sandbox sees it (files copied in from outside while it runs may stay invisible to gVisor).
+_INSTALL = """\
+import base64, io, os, shutil, sys, tempfile, zipfile, zlib
+root, version = sys.argv[1], sys.argv[2]
+os.umask(0o022)
+os.makedirs(root, mode=0o755, exist_ok=True)
+home = os.path.join(root, "v-" + version)
+if not os.path.isfile(os.path.join(home, %(package)r, "VERSION")):
+    staging = tempfile.mkdtemp(prefix=".install-", dir=root)
+    os.chmod(staging, 0o755)
+    zipfile.ZipFile(io.BytesIO(zlib.decompress(base64.b64decode(sys.argv[3])))).extractall(staging)
+    try:
+        os.rename(staging, home)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+"""
+
+
+def install_argv(*, python: str, root: str = AGENT_ROOT) -> list[str]:
+    """argv that installs the bundle root-owned under `root` inside a running sandbox (run it as
+    root there); `install_tar()` does the same before the sandbox starts."""
+    _, bundle = _bootstrap()
+    return [python, "-I", "-S", "-c", _INSTALL % {"package": PACKAGE}, root, agent_version(), bundle]
+
+
 def installed_argv(mode: str, *args: str, python: str, root: str = AGENT_ROOT) -> list[str]:
     """argv that runs the bundle installed by `install_tar()` in `mode` with `python` (an absolute
     path: a PATH lookup would find whatever the sandbox put first on it)."""

@@ -20,12 +20,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.agent.bundle import AGENT_MOUNT, AGENT_VERSION, install_tar, installed_argv
+from corral.agent.bundle import AGENT_MOUNT, AGENT_VERSION, install_argv, install_tar, installed_argv
 from corral.config import MIB, SANDBOX_USER, WORKDIR
 from corral.errors import (
     AgentFailure,
     AgentRefused,
-    BackendError,
     CorralError,
     PayloadTooLarge,
     SandboxBusy,
@@ -116,15 +115,20 @@ class AgentPool:
         """The command line that runs the installed agent in `mode` in this sandbox."""
         return installed_argv(mode, *args, python=self._python.get(rec.image, PYTHONS[0]))
 
-    async def install(self, container_id: str, *, new: bool = False) -> None:
-        """Copy the agent's code, root-owned, into the container (created or running)."""
-        try:
-            await self._engine.put_archive(container_id, AGENT_MOUNT, install_tar())
-        except BackendError:
-            if new:
-                raise
-            # A sandbox made before the agent had a volume of its own: its root is writable by root.
-            await self._engine.put_archive(container_id, "/opt", install_tar(prefix="corral/agent"))
+    async def install(self, container_id: str) -> None:
+        """Copy the agent's code, root-owned, into a created container, before it starts."""
+        await self._engine.put_archive(container_id, AGENT_MOUNT, install_tar())
+
+    async def _install_running(self, rec: SandboxRecord, python: str) -> None:
+        """Install the agent's code into a running sandbox that lacks this version (a sandbox of an
+        older Corral). Files copied in from outside may stay invisible to a running gVisor
+        sandbox, so root inside it unpacks them; root there has no capabilities, and sandbox code
+        can neither write where it works nor reach its environment."""
+        assert rec.container_id is not None
+        done = await self._engine.exec_collect(rec.container_id, install_argv(python=python), user="0:0", workdir="/")
+        if done.exit_code != 0:
+            detail = done.stderr.decode(errors="replace").strip()[-500:]
+            raise AgentFailure(f"sandbox {rec.id}: could not install the agent ({detail})", kind="unavailable")
 
     async def get(self, rec: SandboxRecord) -> AgentChannel:
         channel = self._channels.get(rec.id)
@@ -164,7 +168,7 @@ class AgentPool:
                 if not installed and code is not None:
                     # The agent's code is not there (a sandbox of an older Corral, or another version).
                     installed = True
-                    await self.install(rec.container_id)
+                    await self._install_running(rec, python)
                     continue
                 raise AgentFailure(
                     f"sandbox {rec.id}: the in-sandbox agent did not start ({exc})", kind="unavailable"
@@ -175,7 +179,7 @@ class AgentPool:
                 log.info("sandbox %s: replacing agent %s with %s", rec.id, hello["version"], AGENT_VERSION)
                 await channel.aclose()
                 installed = True
-                await self.install(rec.container_id)
+                await self._install_running(rec, python)
                 continue
             if hello["started"] is not None:
                 self.agent_started[rec.id] = hello["started"]

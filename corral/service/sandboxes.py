@@ -173,7 +173,7 @@ class SandboxService:
             if rec.volume is None:
                 # A writable root file system: images other than ours have no home for uid 1000.
                 await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, SANDBOX_UID, SANDBOX_UID))
-            await self._agents.install(container_id, new=True)
+            await self._agents.install(container_id)
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
             await self._agents.get(rec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -48,7 +49,7 @@ async def test_dd_past_the_disk_limit_fails_with_enospc_and_the_host_disk_is_spa
             log_path = docker_client.containers.get(f"corral-{box}").attrs["LogPath"]
         finally:
             docker_client.close()
-        assert not log_path or Path(log_path).stat().st_size < MIB
+        assert not log_path or os.stat(log_path).st_size < MIB
         # The host holds at most the image's size for it, however much the sandbox tried to write.
         assert image.stat().st_blocks * 512 <= 64 * MIB
 
