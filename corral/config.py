@@ -37,11 +37,16 @@ def default_home() -> Path:
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of one sandbox. pids counts host threads under gVisor's ptrace platform
-    (about 5 per guest process, ~40 idle), hence the high default."""
+    (about 5 per guest process, ~40 idle), hence the high default. disk is the size of the
+    sandbox's /workspace (everything else it can write is memory: /tmp, /var/tmp, /dev/shm)."""
 
     memory_bytes: int = 1 * GIB
     cpus: float = 1.0
     pids: int = 2048
+    disk_bytes: int = 10 * GIB
+    max_disk_bytes: int = 50 * GIB
+
+    MIN_DISK_MB = 64
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Settings:
     runtime: str = RUNTIME_GVISOR
     # Running without gVisor must be asked for by name; it is shown on every sandbox it affects.
     unsafe_runc: bool = False
+    # Likewise sandboxes without a disk limit (where loop devices are unavailable, e.g. not root).
+    unsafe_no_disk_limit: bool = False
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
     docker_url: str | None = None
     # Private/loopback/link-local destinations git may fetch from or push to (hosts, IPs or CIDRs);
@@ -99,8 +106,11 @@ class Settings:
             max_timeout=env_number("CORRAL_MAX_TIMEOUT", ExecPolicy.max_timeout, float, low=1),
             output_limit=env_number("CORRAL_OUTPUT_LIMIT", ExecPolicy.output_limit, int, low=1024),
         )
+        disk_mb = env_number("CORRAL_DISK_MB", Limits.disk_bytes // MIB, int, low=Limits.MIN_DISK_MB)
+        max_disk_mb = env_number("CORRAL_MAX_DISK_MB", max(Limits.max_disk_bytes // MIB, disk_mb), int, low=disk_mb)
         return cls(
             image=env.get("CORRAL_IMAGE", DEFAULT_IMAGE),
+            limits=Limits(disk_bytes=disk_mb * MIB, max_disk_bytes=max_disk_mb * MIB),
             exec=policy,
             max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
             docker_url=env.get("DOCKER_HOST"),

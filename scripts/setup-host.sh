@@ -13,6 +13,9 @@ command -v runsc >/dev/null 2>&1 || need_pkgs+=(runsc)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+# Sandbox disk limits: an ext4 image per sandbox on a loop device.
+command -v losetup >/dev/null 2>&1 || need_pkgs+=(util-linux)
+{ command -v mkfs.ext4 && command -v debugfs; } >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing packages: ${need_pkgs[*]} — run this script as root (apt-get install ${need_pkgs[*]})"
@@ -22,6 +25,11 @@ if ((${#need_pkgs[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if [[ ! -e /dev/loop-control ]] && [[ $(id -u) -eq 0 ]]; then
+  log "loading the loop module (sandbox disk limits need loop devices)"
+  modprobe loop 2>/dev/null || log "no loop devices: sandboxes cannot get disk limits (see corral doctor)"
 fi
 
 # Register the two gVisor runtimes Corral uses, merged into daemon.json without clobbering

@@ -7,7 +7,7 @@ import time
 
 from .contexts import ContextManager
 from .procs import ProcStore
-from .util import current_umask, log
+from .util import current_umask, data_dir, log
 
 
 class Agent:
@@ -17,7 +17,7 @@ class Agent:
         self.started = time.time()
         self.socket_path: str | None = None
         self.contexts = ContextManager()
-        self.procs = ProcStore(os.path.join(directory, "procs"))
+        self.procs = ProcStore(os.path.join(data_dir(), "procs"), older=(os.path.join(directory, "procs"),))
         self.umask = current_umask()
 
     def shutdown(self) -> None:

@@ -16,6 +16,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = settings.with_(image=args.image)
     if getattr(args, "unsafe_runc_no_gvisor", False):
         settings = settings.with_(unsafe_runc=True)
+    if getattr(args, "unsafe_no_disk_limit", False):
+        settings = settings.with_(unsafe_no_disk_limit=True)
     if getattr(args, "allow_host_dir", None):
         extra = parse_host_dirs(os.pathsep.join(args.allow_host_dir))
         settings = settings.with_(host_dirs=settings.host_dirs + extra)

@@ -23,15 +23,17 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def check() -> dict[str, object]:
-        engine = DockerEngine()
+        engine = DockerEngine(settings.docker_url, disk_dir=settings.home / "disks")
         try:
             runtimes = await engine.runtimes()
+            problem = engine.disk_quota_problem()
             return {
                 "docker": "ok",
                 "gvisor_runtime": RUNTIME_GVISOR in runtimes,
                 "gvisor_net_runtime": RUNTIME_GVISOR_NET in runtimes,
                 "image": settings.image,
                 "image_present": await engine.image_exists(settings.image),
+                "disk_limits": problem or "ok",
                 "home": str(settings.home),
             }
         finally:
@@ -39,4 +41,5 @@ def run(args: argparse.Namespace) -> int:
 
     report = anyio.run(check)
     print(json.dumps(report, indent=2))
-    return 0 if report["gvisor_runtime"] and report["image_present"] else 1
+    ready = report["gvisor_runtime"] and report["image_present"]
+    return 0 if ready and (report["disk_limits"] == "ok" or settings.unsafe_no_disk_limit) else 1

@@ -1,4 +1,4 @@
-"""`corral gc`: remove containers this data dir labelled but no longer records."""
+"""`corral gc`: remove what this data dir's servers left behind and no longer use."""
 
 from __future__ import annotations
 
@@ -11,24 +11,37 @@ from corral.cli._common import log_to_stderr, settings_from
 
 
 def add_parser(sub: Any) -> None:
-    g = sub.add_parser("gc", help="remove containers labelled by this data dir that have no sandbox record")
-    g.add_argument("--dry-run", action="store_true")
+    g = sub.add_parser(
+        "gc",
+        help="remove containers and volumes labelled by this data dir that nothing uses "
+        "(never what a live server uses)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="only list them; opens the state read-only")
     g.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from corral.service import open_services
+    from corral.service.reconcile import Plan
 
     log_to_stderr("WARNING")
 
-    async def collect() -> list[str]:
+    async def collect() -> Plan:
         # A live server may use this data dir: start nothing, restore nothing; a dry run writes nothing.
         async with open_services(settings_from(args), serve=False, read_only=args.dry_run) as services:
-            if args.dry_run:
-                return (await services.sandboxes.reconcile(dry_run=True))["orphans"]
-            return await services.sandboxes.gc()
+            plan = await services.reconciler.plan()
+            if not args.dry_run:
+                await services.reconciler.apply(plan, remove_orphans=True)
+            return plan
 
-    names = anyio.run(collect)
+    plan = anyio.run(collect)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(names)} orphaned container(s)" + (": " + ", ".join(names) if names else ""))
+    removable = plan.removable
+    print(f"{verb} {len(removable)} leftover(s)" + (":" if removable else ""))
+    for item in removable:
+        print(f"  {item.describe()}")
+    if plan.kept:
+        print(f"kept {len(plan.kept)} in use by a live server on this data dir:")
+        for item in plan.kept:
+            print(f"  {item.describe()}")
     return 0

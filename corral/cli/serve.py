@@ -31,6 +31,12 @@ def add_parser(sub: Any) -> None:
         help="DANGEROUS: run sandboxes under runc, sharing the host kernel",
     )
     s.add_argument(
+        "--unsafe-no-disk-limit",
+        action="store_true",
+        help="DANGEROUS: where disk limits cannot be enforced (not root, no loop devices), run sandboxes "
+        "whose files can fill the host's disk",
+    )
+    s.add_argument(
         "--allow-host-dir",
         action="append",
         metavar="DIR",
@@ -56,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.unsafe_runc:
         logging.getLogger("corral").warning(
             "UNSAFE: --unsafe-runc-no-gvisor: sandboxes run under runc and share the host kernel"
+        )
+    if settings.unsafe_no_disk_limit:
+        logging.getLogger("corral").warning(
+            "UNSAFE: --unsafe-no-disk-limit: new sandboxes have no disk limit and can fill the host's disk"
         )
     if transports == ("stdio",):
         build_server(settings, groups=groups).run("stdio")

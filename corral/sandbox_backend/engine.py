@@ -22,6 +22,48 @@ StderrListener = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """A volume mounted at `target`: one made with `Engine.create_volume` (by name), or, with
+    `volume=None`, an anonymous one that belongs to the container and goes when it is removed."""
+
+    target: str
+    volume: str | None = None
+    # A new, empty volume gets the image's files at `target` (and their owner) copied in first;
+    # off for volumes whose content only the host provides (an image could bring its own).
+    copy_image_files: bool = True
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A memory-backed file system of at most `size_bytes` (it counts against the memory limit)."""
+
+    target: str
+    size_bytes: int
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A volume of its own storage. With `size_bytes`, writing past it fails with ENOSPC inside the
+    container and never reaches the host's disk; `None` (only when the operator turned disk limits
+    off) makes an unlimited one. Its root belongs to uid:gid."""
+
+    name: str
+    labels: Mapping[str, str]
+    size_bytes: int | None
+    uid: int = 1000
+    gid: int = 1000
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str]
+    size_bytes: int | None = None
+    created_at: float | None = None  # unix time
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything a container is made from. There is no field for raw engine options: what is not
     here cannot be asked for (see `service.containers`, the one place specs are made)."""
@@ -39,6 +81,13 @@ class ContainerSpec:
     network: str | None = None  # None: no network at all
     command: Sequence[str] = ("sleep", "infinity")
     hostname: str = "sandbox"
+    # Nothing outside `volumes` and `tmpfs` is writable: the root file system is read-only.
+    read_only_root: bool = False
+    volumes: Sequence[VolumeMount] = ()
+    tmpfs: Sequence[TmpfsMount] = ()
+    shm_bytes: int | None = None  # /dev/shm; None: the engine's default
+    # PID 1 is an init that reaps orphaned processes (else they stay zombies for ever).
+    init: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +98,8 @@ class ContainerInfo:
     labels: Mapping[str, str]
     runtime: str
     image: str
+    oom_killed: bool = False  # the last stop was the kernel's out-of-memory killer
+    exit_code: int | None = None  # of the container's last run, once it stopped
 
     @property
     def running(self) -> bool:
@@ -72,6 +123,9 @@ class Capabilities:
     exec_attach: bool = True
     # Memory checkpoint and restore of a stopped container.
     checkpoint: bool = False
+    # Volumes with a size limit (Docker: an ext4 image on a loop device, when Corral runs as root
+    # next to the engine; `create_volume` says why not otherwise).
+    disk_quota: bool = False
 
 
 class ExecStream(ByteStream):
@@ -105,7 +159,10 @@ class Engine(Protocol):
         """Create (not start) a container; returns its id."""
         ...
 
-    async def start(self, container_id: str) -> None: ...
+    async def start(self, container_id: str) -> None:
+        """Start a created or stopped container, making its volumes ready first (a disk image is
+        attached again after a host reboot)."""
+        ...
 
     async def remove(self, container_id: str) -> None:
         """Remove with force; a container that is already gone is not an error."""
@@ -148,6 +205,21 @@ class Engine(Protocol):
 
     async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         """Create the bridge network `name` unless it exists."""
+        ...
+
+    async def create_volume(self, spec: VolumeSpec) -> None:
+        """Make a volume (and its backing storage). DiskQuotaUnavailable if a size limit cannot be
+        enforced here: never an unlimited volume in its place."""
+        ...
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a volume and its backing storage; a missing one is not an error. Its containers
+        must be gone first."""
+        ...
+
+    async def list_volumes(self, label: str) -> list[VolumeInfo]:
+        """Every volume carrying `label` ("key=value"), and every piece of backing storage whose
+        volume is gone (so nothing a crash left behind goes unseen)."""
         ...
 
     async def watch_container_events(self, label: str, handle: EventHandler) -> None:

@@ -24,7 +24,7 @@ import anyio
 
 from corral.agent.bundle import agent_version
 from corral.config import DEFAULT_IMAGE
-from corral.errors import BackendError, BackendUnavailable, CorralError, ImageNotFound
+from corral.errors import BackendError, BackendUnavailable, CorralError, DiskQuotaUnavailable, ImageNotFound
 from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
@@ -33,6 +33,8 @@ from corral.sandbox_backend.engine import (
     ExecOutput,
     ExecStream,
     StderrListener,
+    VolumeInfo,
+    VolumeSpec,
 )
 
 _HEADER = struct.Struct(">I")
@@ -57,6 +59,8 @@ class FakeContainer:
     status: str = "created"
     started_at: float | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # put_archive payloads by path
+    oom_killed: bool = False
+    exit_code: int | None = None
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -66,6 +70,8 @@ class FakeContainer:
             labels=dict(self.spec.labels),
             runtime=self.spec.runtime,
             image=self.spec.image,
+            oom_killed=self.oom_killed,
+            exit_code=self.exit_code if self.status == "exited" else None,
         )
 
 
@@ -167,7 +173,7 @@ class FakeAgent(ExecStream):
 
 
 class FakeEngine:
-    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
+    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False, disk_quota=True)
 
     def __init__(
         self,
@@ -183,6 +189,10 @@ class FakeEngine:
         self.image_bytes = 1_000_000_000
         self.pullable: set[str] = set(pullable)
         self.networks: dict[str, dict[str, str]] = {}
+        self.volumes: dict[str, VolumeSpec] = {}
+        # Backing storage left without its volume (as a crash between the two would leave it).
+        self.stray_disks: set[str] = set()
+        self.disk_quota_problem: str | None = None  # set to make sized volumes fail like a non-root host
         self.runtime_names: set[str] = set(runtimes)
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
@@ -209,9 +219,12 @@ class FakeEngine:
             if labels.get(key) == value:
                 await handle(action, labels)
 
-    async def stop_container(self, container_id: str, *, action: str = "die") -> None:
+    async def stop_container(
+        self, container_id: str, *, action: str = "die", oom: bool = False, exit_code: int = 137
+    ) -> None:
         """The container stops on its own (OOM, crash, `docker stop` by someone else)."""
-        self.containers[container_id].status = "exited"
+        container = self.containers[container_id]
+        container.status, container.oom_killed, container.exit_code = "exited", oom, exit_code
         await self.emit(container_id, action)
 
     async def vanish(self, container_id: str) -> None:
@@ -271,6 +284,9 @@ class FakeEngine:
             raise BackendError(f"create container {spec.name}: Docker refused: unknown runtime {spec.runtime}")
         if any(c.spec.name == spec.name for c in self.containers.values()):
             raise BackendError(f"create container {spec.name}: Docker refused: name already in use")
+        for mount in spec.volumes:
+            if mount.volume is not None and mount.volume not in self.volumes:
+                raise BackendError(f"create container {spec.name}: Docker refused: no such volume {mount.volume}")
         container_id = secrets.token_hex(32)
         self.containers[container_id] = FakeContainer(container_id, spec)
         return container_id
@@ -332,6 +348,30 @@ class FakeEngine:
         self._get(container_id, "exec in container")
         self.execs.append((list(argv), dict(env or {})))
         return ExecOutput(0, b"", b"")
+
+    async def create_volume(self, spec: VolumeSpec) -> None:
+        self._enter("create_volume", spec.name)
+        if spec.size_bytes is not None and self.disk_quota_problem:
+            raise DiskQuotaUnavailable(f"cannot give the sandbox a disk limit: {self.disk_quota_problem}")
+        if spec.name in self.volumes:
+            raise BackendError(f"create volume {spec.name}: Docker refused: volume already exists")
+        self.volumes[spec.name] = spec
+
+    async def remove_volume(self, name: str) -> None:
+        self._enter("remove_volume", name)
+        users = [c.spec.name for c in self.containers.values() if any(m.volume == name for m in c.spec.volumes)]
+        if users:
+            raise BackendError(f"remove volume {name}: Docker refused: volume is in use by {users}")
+        self.volumes.pop(name, None)
+        self.stray_disks.discard(name)
+
+    async def list_volumes(self, label: str) -> list[VolumeInfo]:
+        self._enter("list_volumes", label)
+        key, _, value = label.partition("=")
+        found = [VolumeInfo(v.name, dict(v.labels), v.size_bytes) for v in self.volumes.values()]
+        found = [v for v in found if v.labels.get(key) == value]
+        found += [VolumeInfo(name, {}, None) for name in sorted(self.stray_disks - set(self.volumes))]
+        return found
 
     async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         self._enter("ensure_network", name)

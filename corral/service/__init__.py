@@ -8,6 +8,7 @@ one API the tools call (`services.files.read_file(...)`, `services.sandboxes.cre
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import anyio
 
 from corral.config import Settings
+from corral.errors import BackendUnavailable
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import Store
 from corral.service.agents import AgentPool
@@ -23,9 +25,12 @@ from corral.service.containers import Containers
 from corral.service.execution import Execution
 from corral.service.files import Files
 from corral.service.git import Git
+from corral.service.instances import Instances
 from corral.service.ports import Ports
 from corral.service.processes import Processes
+from corral.service.reconcile import Reconciler
 from corral.service.sandboxes import SandboxService
+from corral.service.supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +47,14 @@ class Services:
     ports: Ports
     git: Git
     audit: Auditor
+    instances: Instances
+    reconciler: Reconciler
 
 
 def _default_engine(settings: Settings) -> Engine:
     from corral.sandbox_backend.docker import DockerEngine
 
-    return DockerEngine(settings.docker_url)
+    return DockerEngine(settings.docker_url, disk_dir=settings.home / "disks")
 
 
 @asynccontextmanager
@@ -55,13 +62,20 @@ async def open_services(
     settings: Settings, *, engine: Engine | None = None, serve: bool = True, read_only: bool = False
 ) -> AsyncIterator[Services]:
     """Open everything a server needs. With `serve=False` (CLI commands next to a live server) no
-    background task starts and nothing is restored: the command only reads or does what it says;
-    `read_only` opens the database so that it cannot write at all."""
+    background task starts and nothing is restored or reaped: the command only reads or does what
+    it says; `read_only` opens the database so that it cannot write at all.
+
+    Each opening is one server instance with an id of its own (the containers it makes carry it);
+    in serve mode it registers, reconciles (rolling back creates and reaping helpers that dead
+    instances left), takes over the exposed ports nobody serves, and runs supervised background
+    tasks: engine events and a heartbeat. None of them can take the server down."""
+    settings = settings.with_(instance_id=secrets.token_hex(4))
     store = await Store.open(settings.db_path, read_only=read_only)
     engine = engine or _default_engine(settings)
+    instances = Instances(store.instances, settings.instance_id)
     try:
         async with anyio.create_task_group() as tg:
-            containers = Containers(settings)
+            containers = Containers(settings, engine, store.helpers)
             agents = AgentPool(engine, tg)
             sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers)
             services = Services(
@@ -70,25 +84,37 @@ async def open_services(
                 execution=Execution(sandboxes, store.contexts, settings.exec),
                 files=Files(sandboxes, settings.exec, settings.host_dirs),
                 processes=Processes(sandboxes, store.processes, settings.exec),
-                ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
+                ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host, instances),
                 git=Git(sandboxes, engine, containers, settings, store.git_remotes),
                 audit=Auditor(store.audit),
+                instances=instances,
+                reconciler=Reconciler(engine, store.sandboxes, store.helpers, instances, containers),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
             sandboxes.on_delete(services.git.forget_sandbox)
             if serve:
-                await sandboxes.start(tg)
+                await instances.register()
                 try:
-                    await services.ports.restore(await sandboxes.list_all())
+                    await services.reconciler.apply(await services.reconciler.plan(), remove_orphans=False)
+                except BackendUnavailable as exc:
+                    log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
+                except Exception:
+                    log.exception("could not reconcile with the engine")
+                try:
+                    await services.ports.restore()
                 except Exception:
                     log.exception("could not re-open the exposed ports")
+                sandboxes.watch_events(tg)
+                instances.on_heartbeat(services.ports.restore)
+                supervise(tg, "heartbeat", instances.run)
             try:
                 yield services
             finally:
                 await services.ports.close_all()
                 await agents.close_all()
+                await instances.unregister()
                 tg.cancel_scope.cancel()
     finally:
         await engine.close()

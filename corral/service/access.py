@@ -36,6 +36,10 @@ class SandboxAccess(Protocol):
         AgentRefused / AgentFailure / SandboxBusy / PayloadTooLarge with their `kind`."""
         ...
 
+    def agent_argv(self, rec: SandboxRecord, mode: str, *args: str) -> list[str]:
+        """The command line that runs the sandbox's installed agent in `mode` (by absolute path)."""
+        ...
+
     def agent_started(self, sandbox_id: str) -> float | None:
         """Start time of the sandbox's agent daemon, once connected."""
         ...

@@ -26,6 +26,7 @@ class SandboxInfo(BaseModel):
     memory_mb: int
     cpus: float
     pids_limit: int
+    disk_mb: int | None = Field(description="Size of /workspace; null = no limit (operator's choice, unsafe).")
     labels: dict[str, str]
     created_at: float
     last_used_at: float
@@ -43,6 +44,7 @@ class SandboxInfo(BaseModel):
             memory_mb=rec.memory_bytes // (1024 * 1024),
             cpus=rec.cpus,
             pids_limit=rec.pids_limit,
+            disk_mb=None if rec.disk_bytes is None else rec.disk_bytes // (1024 * 1024),
             labels=rec.labels,
             created_at=rec.created_at,
             last_used_at=rec.last_used_at,

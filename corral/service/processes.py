@@ -22,6 +22,7 @@ from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidReques
 from corral.sandbox_backend.store import ProcessRecord
 from corral.sandbox_backend.store.processes import ProcessTable
 from corral.service.access import SandboxAccess
+from corral.service.replies import fit
 from corral.service.validation import check_env, check_path, check_size
 
 PROCESS_ID_RE = re.compile(r"^p-[0-9a-f]{6}$")
@@ -155,14 +156,11 @@ class Processes:
             "env": check_env(env),
         }
         res = await self._sandboxes.request(sandbox.id, "proc_start", params, timeout=60)
-        agent_id, pid = res.get("proc_id"), res.get("pid")
-        if not isinstance(agent_id, str) or not agent_id:
-            raise AgentFailure("the sandbox's agent did not return a process id")
         rec = ProcessRecord(
             id=await self._new_id(),
             sandbox_id=sandbox.id,
-            agent_id=agent_id,
-            pid=pid if isinstance(pid, int) else None,
+            agent_id=res["proc_id"],
+            pid=res["pid"],
             command=command,
             cwd=params["cwd"],
             started_at=time.time(),
@@ -205,16 +203,16 @@ class Processes:
             res = await self._sandboxes.request(rec.sandbox_id, "proc_output", params, timeout=wait + 30)
         except CorralError as exc:
             raise await self._explain(rec, exc) from exc
-        data = str(res.get("data", ""))
-        following = res.get("next")
-        if not isinstance(following, int) or following < start:
+        data = res["data"]
+        following = res["next"]
+        if following < start or following - start > limit + 4:
             raise AgentFailure(f"process {rec.id}: the sandbox's agent sent a bad output cursor")
-        size = res.get("size")
-        more = max(0, size - following) if isinstance(size, int) else 0
+        size = res["size"]
+        more = max(0, size - following) if size is not None else 0
         rec = await self._update(rec, res)
         if following != rec.cursor:
             await self._table.update(rec.id, cursor=following)
-        return ProcessOutput(
+        result = ProcessOutput(
             id=rec.id,
             output=data[: limit * 4],
             next_cursor=following,
@@ -222,6 +220,8 @@ class Processes:
             running=rec.running,
             exit_code=rec.exit_code,
         )
+        fit(result, ("output",))
+        return result
 
     async def _explain(self, rec: ProcessRecord, exc: CorralError) -> CorralError:
         """Turn the agent's errors about a process into messages that use the model's process id."""
@@ -229,7 +229,7 @@ class Processes:
         if kind == "not_found":
             await self._mark_gone(rec)
             return InvalidRequest(
-                f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /tmp/.corral "
+                f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /workspace/.corral "
                 "was removed); start it again with start_process"
             )
         if kind == "not_running":
@@ -266,8 +266,7 @@ class Processes:
                     "process_output and try again"
                 ) from exc
             raise await self._explain(rec, exc) from exc
-        written = res.get("written")
-        return InputSent(id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof)
+        return InputSent(id=rec.id, bytes_written=res["written"], stdin_closed=eof)
 
     async def signal_process(self, process_id: str, signal: str = "TERM") -> ProcessInfo:
         rec = await self._record(process_id)
@@ -298,12 +297,7 @@ class Processes:
         if not records:
             return records
         res = await self._sandboxes.request(sandbox_id, "proc_list", {}, timeout=30)
-        procs = res.get("procs")
-        states = {
-            p["proc_id"]: p
-            for p in (procs if isinstance(procs, list) else [])
-            if isinstance(p, dict) and "proc_id" in p
-        }
+        states = {p["proc_id"]: p for p in res["procs"]}
         updated = []
         for rec in records:
             state = states.get(rec.agent_id)

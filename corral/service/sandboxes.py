@@ -1,8 +1,12 @@
-"""SandboxService: the lifecycle of sandboxes (create, use, delete), reconcile and gc.
+"""SandboxService: the lifecycle of sandboxes (create, use, delete) and their engine events.
 
 Features that live inside a sandbox (processes, ports, contexts, ...) do not reach in here: they
 subscribe to `on_delete` and get the narrow `SandboxAccess` (service/access.py) to reach a
-sandbox's agent.
+sandbox's agent. Reconciliation with the engine and gc are in service/reconcile.py.
+
+A sandbox is a container plus its /workspace volume (with the disk limit), made and removed
+together: a create that fails half-way removes both, and so does the next server start after a
+create that crashed (the record stays `creating` until the sandbox is complete).
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import RUNTIME_RUNC, WORKDIR, Settings
+from corral.config import MIB, RUNTIME_RUNC, WORKDIR, Limits, Settings
 from corral.errors import (
-    BackendUnavailable,
     CorralError,
     InvalidRequest,
     QuotaExceeded,
@@ -34,7 +37,7 @@ from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.service.agents import AgentPool
-from corral.service.containers import LABEL_SANDBOX, Containers
+from corral.service.containers import LABEL_ROLE, LABEL_SANDBOX, SANDBOX_UID, Containers
 from corral.service.images import ImagePolicy
 from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
@@ -56,21 +59,23 @@ class SandboxService:
         self._images = ImagePolicy(settings, engine)
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
-        self.orphans: list[str] = []
 
     def on_delete(self, hook: DeleteHook) -> None:
         """Call `hook(sandbox_id)` while a sandbox is deleted, before its record goes."""
         self._on_delete.append(hook)
 
-    async def start(self, tg: TaskGroup) -> None:
-        """Reconcile with the engine and keep statuses current from its events (server mode)."""
-        try:
-            await self.reconcile()
-        except BackendUnavailable as exc:
-            log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
+    def watch_events(self, tg: TaskGroup) -> None:
+        """Keep statuses current from the engine's events (server mode), supervised: a failing
+        event is logged and the next one handled, a failing watch restarted."""
+
+        async def handle(action: str, labels: Mapping[str, str]) -> None:
+            try:
+                await self._on_container_event(action, labels)
+            except Exception:
+                log.exception("could not handle the engine event %s", action)
 
         async def watch() -> None:
-            await self._engine.watch_container_events(self._containers.owner_filter, self._on_container_event)
+            await self._engine.watch_container_events(self._containers.owner_filter, handle)
 
         supervise(tg, "container events", watch)
 
@@ -105,6 +110,7 @@ class SandboxService:
         image: str | None = None,
         memory_mb: int | None = None,
         cpus: float | None = None,
+        disk_mb: int | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> SandboxRecord:
         settings = self.settings
@@ -116,6 +122,7 @@ class SandboxService:
         limits = settings.limits
         memory = limits.memory_bytes if memory_mb is None else self._check_memory(memory_mb)
         cpu = limits.cpus if cpus is None else _check_cpus(cpus)
+        disk = _check_disk(limits, disk_mb)
         user_labels = check_labels(labels or {})
         if await self._table.count() >= settings.max_sandboxes:
             raise QuotaExceeded(
@@ -127,8 +134,10 @@ class SandboxService:
         await self._images.ensure(image)
 
         now = time.time()
+        sandbox_id = f"sb-{secrets.token_hex(4)}"
+        unlimited = settings.unsafe_no_disk_limit
         rec = SandboxRecord(
-            id=f"sb-{secrets.token_hex(4)}",
+            id=sandbox_id,
             name=name,
             container_id=None,
             image=image,
@@ -141,6 +150,9 @@ class SandboxService:
             created_at=now,
             last_used_at=now,
             labels=user_labels,
+            disk_bytes=None if unlimited else disk,
+            volume=None if unlimited else self._containers.volume_name(sandbox_id),
+            created_by=settings.instance_id,
         )
         try:
             await self._table.insert(rec)
@@ -148,22 +160,38 @@ class SandboxService:
             # Another call took the name between our check and our insert.
             raise InvalidRequest(_name_taken(name or rec.id)) from None
         container_id: str | None = None
+        volumes = self._volumes(rec)
         try:
+            # The agent's code gets a volume of its own: the root file system is read-only.
+            await self._engine.create_volume(self._containers.volume_spec(volumes[0], rec.id, "agent", None))
+            if rec.volume is not None:
+                await self._engine.create_volume(
+                    self._containers.volume_spec(rec.volume, rec.id, "workspace", rec.disk_bytes)
+                )
             container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
-            # Images other than ours have no writable home for uid 1000: add one before start.
-            await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
+            await self._table.update(rec.id, container_id=container_id)
+            if rec.volume is None:
+                # A writable root file system: images other than ours have no home for uid 1000.
+                await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, SANDBOX_UID, SANDBOX_UID))
+            await self._agents.install(container_id)
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
-            await self._table.update(rec.id, container_id=container_id, status="running")
             await self._agents.get(rec)
+            await self._table.update(rec.id, status="running")
         except BaseException:
             with anyio.CancelScope(shield=True):
+                await self._agents.drop(rec.id)
                 if container_id is not None:
                     await self._quiet_remove(container_id)
-                await self._agents.drop(rec.id)
+                for volume in volumes:
+                    await self._quiet_remove_volume(volume)
                 await self._table.delete(rec.id)
             raise
         return rec
+
+    def _volumes(self, rec: SandboxRecord) -> list[str]:
+        """The sandbox's volumes: the agent's code, and /workspace unless disk limits are off."""
+        return [self._containers.agent_volume(rec.id), *([rec.volume] if rec.volume else [])]
 
     def _check_memory(self, memory_mb: int) -> int:
         top = max(self.settings.limits.memory_bytes // (1024 * 1024), 128) * 8
@@ -188,6 +216,12 @@ class SandboxService:
         except CorralError as exc:
             log.warning("could not remove container %s: %s", container_id[:12], exc)
 
+    async def _quiet_remove_volume(self, volume: str) -> None:
+        try:
+            await self._engine.remove_volume(volume)
+        except CorralError as exc:
+            log.warning("could not remove volume %s: %s", volume, exc)
+
     # -- delete ---------------------------------------------------------------------------------
 
     async def delete(self, ref: str) -> SandboxRecord:
@@ -196,6 +230,8 @@ class SandboxService:
             await self._agents.drop(rec.id)
             if rec.container_id:
                 await self._engine.remove(rec.container_id)
+            for volume in self._volumes(rec):
+                await self._engine.remove_volume(volume)
             for hook in self._on_delete:
                 await hook(rec.id)
             await self._table.delete(rec.id)
@@ -218,7 +254,9 @@ class SandboxService:
         """The engine told us a container changed: a stopped or restarted sandbox's agent channel
         is dead (its exec stream does not always close), so drop it and record the new status."""
         sandbox_id = labels.get(LABEL_SANDBOX)
-        if not sandbox_id or action not in ("die", "stop", "kill", "destroy", "start"):
+        if not sandbox_id or labels.get(LABEL_ROLE, "sandbox") != "sandbox":
+            return
+        if action not in ("die", "stop", "kill", "destroy", "start"):
             return
         if action != "start":
             await self._agents.drop(sandbox_id)
@@ -275,58 +313,29 @@ class SandboxService:
         rec = await self.use(ref)
         return await self._agents.request(rec, op, params, timeout=timeout, on_event=on_event)
 
+    def agent_argv(self, rec: SandboxRecord, mode: str, *args: str) -> list[str]:
+        """The command line that runs the sandbox's installed agent in `mode` (e.g. tcp-relay)."""
+        return self._agents.argv(rec, mode, *args)
+
     def agent_started(self, sandbox_id: str) -> float | None:
         """When the sandbox's agent daemon started (from its hello), if connected: tells a
         restarted sandbox apart."""
         return self._agents.agent_started.get(sandbox_id)
 
-    # -- reconciliation -----------------------------------------------------------------------------
-
-    async def reconcile(self, *, dry_run: bool = False) -> dict[str, list[str]]:
-        """Bring SQLite in line with the engine after a (re)start. Returns what changed, for the log.
-        With `dry_run`, only reports: nothing is written."""
-        containers = {
-            c.labels.get(LABEL_SANDBOX, ""): c for c in await self._engine.list_labeled(self._containers.owner_filter)
-        }
-        containers.pop("", None)  # helpers carry no sandbox label
-        report: dict[str, list[str]] = {"running": [], "stopped": [], "lost": [], "orphans": []}
-        for rec in await self._table.list():
-            info = containers.pop(rec.id, None)
-            if rec.status == "creating" and info is None:
-                # A create that died half-way: nothing to keep.
-                if not dry_run:
-                    await self._table.delete(rec.id)
-                continue
-            status = "lost" if info is None else ("running" if info.running else "stopped")
-            if not dry_run:
-                if info is not None and rec.container_id != info.id:
-                    await self._table.update(rec.id, container_id=info.id)
-                if status != rec.status:
-                    await self._table.update(rec.id, status=status)
-            report[status].append(rec.id)
-        self.orphans = [c.id for c in containers.values()]
-        report["orphans"] = [c.name for c in containers.values()]
-        if report["lost"]:
-            log.warning("sandboxes lost (container gone): %s", ", ".join(report["lost"]))
-        if report["orphans"]:
-            log.warning(
-                "containers with Corral labels but no record (run `corral gc`): %s", ", ".join(report["orphans"])
-            )
-        return report
-
-    async def gc(self) -> list[str]:
-        """Remove containers that carry this data dir's labels but have no sandbox record."""
-        report = await self.reconcile()
-        removed = []
-        for container_id, name in zip(self.orphans, report["orphans"], strict=True):
-            await self._engine.remove(container_id)
-            removed.append(name)
-        self.orphans = []
-        return removed
-
-
 def _name_taken(name: str) -> str:
     return f"a sandbox named {name!r} already exists; pick another name or use it"
+
+
+def _check_disk(limits: Limits, disk_mb: int | None) -> int:
+    if disk_mb is None:
+        return limits.disk_bytes
+    top = limits.max_disk_bytes // MIB
+    if isinstance(disk_mb, bool) or not isinstance(disk_mb, int) or not Limits.MIN_DISK_MB <= disk_mb <= top:
+        raise InvalidRequest(
+            f"disk_mb must be between {Limits.MIN_DISK_MB} and {top} on this server (got {disk_mb!r}); "
+            f"the default is {limits.disk_bytes // MIB}"
+        )
+    return disk_mb * MIB
 
 
 def _check_cpus(cpus: float) -> float:

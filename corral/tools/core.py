@@ -29,11 +29,14 @@ async def create_sandbox(
     image: Annotated[str | None, Field(description="Default: Corral's (Python data stack, node, git).")] = None,
     memory_mb: Annotated[int | None, Field(description="Default 1024.")] = None,
     cpus: Annotated[float | None, Field(description="Default 1.")] = None,
+    disk_mb: Annotated[int | None, Field(description="Size of /workspace (server default, e.g. 10240).")] = None,
     labels: dict[str, str] | None = None,
 ) -> SandboxInfo:
     """Create an isolated Linux sandbox (gVisor; no network, non-root, in /workspace) and return its
     id. Create one per task and reuse it: files, packages and interpreter state persist."""
-    rec = await services(ctx).sandboxes.create(name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels)
+    rec = await services(ctx).sandboxes.create(
+        name=name, image=image, memory_mb=memory_mb, cpus=cpus, disk_mb=disk_mb, labels=labels
+    )
     return SandboxInfo.from_record(rec)
 
 

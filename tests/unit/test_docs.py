@@ -39,6 +39,16 @@ def test_example_configs_are_valid(name: str) -> None:
     assert server.get("command", "").endswith("corral") or server.get("url", "").endswith("/mcp")
 
 
+def test_stdio_examples_name_their_data_dir() -> None:
+    """Stdio clients pass the server only HOME, PATH and a few more: a data dir that depends on
+    anything else (XDG_DATA_HOME) would differ between the client's server and the user's shell."""
+    for path in (REPO / "examples").glob("*.json"):
+        server = json.loads(path.read_text())["mcpServers"]["corral"]
+        if "command" in server:
+            assert "CORRAL_HOME" in server.get("env", {}) or "--home" in server.get("args", []), path.name
+    assert "claude mcp add corral -e CORRAL_HOME=" in README
+
+
 def readme_table(title: str) -> list[list[str]]:
     section = README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]

@@ -12,6 +12,8 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -20,7 +22,9 @@ import anyio.to_thread
 import docker
 import docker.errors
 
-from corral.errors import BackendError, PayloadTooLarge
+from corral.config import default_home
+from corral.errors import BackendError, DiskQuotaUnavailable, PayloadTooLarge
+from corral.sandbox_backend.docker.disks import LoopDisks
 from corral.sandbox_backend.docker.errors import map_docker_errors, next_event
 from corral.sandbox_backend.docker.exec_stream import DockerExecStream
 from corral.sandbox_backend.engine import (
@@ -30,6 +34,8 @@ from corral.sandbox_backend.engine import (
     EventHandler,
     ExecOutput,
     StderrListener,
+    VolumeInfo,
+    VolumeSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -38,14 +44,33 @@ T = TypeVar("T")
 
 def _info(container: Any) -> ContainerInfo:
     attrs = container.attrs
+    state = attrs.get("State", {}) or {}
+    status = state.get("Status", "unknown")
+    code = state.get("ExitCode")
     return ContainerInfo(
         id=container.id,
         name=attrs.get("Name", "").lstrip("/"),
-        status=attrs.get("State", {}).get("Status", "unknown"),
+        status=status,
         labels=attrs.get("Config", {}).get("Labels") or {},
         runtime=attrs.get("HostConfig", {}).get("Runtime", ""),
         image=attrs.get("Config", {}).get("Image", ""),
+        oom_killed=bool(state.get("OOMKilled")),
+        exit_code=code if isinstance(code, int) and status in ("exited", "dead") else None,
     )
+
+
+def _when(stamp: object) -> float | None:
+    """Docker's RFC 3339 time as unix time."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _is_local(base_url: str | None) -> bool:
+    return not base_url or base_url.startswith(("unix://", "/"))
 
 
 class DockerEngine:
@@ -55,13 +80,22 @@ class DockerEngine:
     is down comes up anyway and answers each call with a clear "Docker is not reachable" error.
     """
 
-    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False)
+    capabilities = Capabilities(label_index=True, exec_attach=True, checkpoint=False, disk_quota=True)
 
-    def __init__(self, base_url: str | None = None, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        client: docker.DockerClient | None = None,
+        *,
+        disk_dir: Path | None = None,
+    ) -> None:
+        """`disk_dir` holds the disk images of sized volumes (the data dir's `disks/`; by default
+        the default data dir's)."""
         self._base_url = base_url
         self._client_obj = client
         self._client_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(32)
+        self._disks = LoopDisks(disk_dir or default_home() / "disks", engine_is_local=_is_local(base_url))
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -128,6 +162,12 @@ class DockerEngine:
 
     async def create_container(self, spec: ContainerSpec) -> str:
         def create() -> str:
+            mounts = [
+                docker.types.Mount(target=m.target, source=m.volume, type="volume", no_copy=not m.copy_image_files)
+                for m in spec.volumes
+            ]
+            tmpfs = {t.target: f"size={t.size_bytes},mode={t.mode:o},exec,nosuid,nodev" for t in spec.tmpfs}
+            extra: dict[str, Any] = {"shm_size": spec.shm_bytes} if spec.shm_bytes else {}
             container = self._client.containers.create(
                 image=spec.image,
                 command=list(spec.command),
@@ -146,15 +186,31 @@ class DockerEngine:
                 security_opt=["no-new-privileges"],
                 # Sandbox processes run as a non-root user; they need no capability at all.
                 cap_drop=["ALL"],
-                init=False,
+                # PID 1's stdout is writable by the sandbox user (/proc/1/fd/1): with a logging
+                # driver, whatever it writes there lands in a file on the host, without limit.
+                # Corral never reads container logs (it talks to the agent).
+                log_config=docker.types.LogConfig(type="none"),
+                init=spec.init,
+                read_only=spec.read_only_root,
+                mounts=mounts,
+                tmpfs=tmpfs,
                 detach=True,
+                **extra,
             )
             return str(container.id)
 
         return await self._run(f"create container {spec.name}", create)
 
     async def start(self, container_id: str) -> None:
-        await self._run("start container", lambda: self._client.api.start(container_id))
+        def start() -> None:
+            # A disk image is attached again after a host reboot (its loop device is gone).
+            for mount in self._client.api.inspect_container(container_id).get("Mounts") or []:
+                name = mount.get("Name")
+                if mount.get("Type") == "volume" and name and name in self._disks.names():
+                    self._disks.attach(name)
+            self._client.api.start(container_id)
+
+        await self._run("start container", start)
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
@@ -215,6 +271,72 @@ class DockerEngine:
     async def exec_exit_code(self, exec_id: str) -> int | None:
         info = await self._run("inspect exec", lambda: self._client.api.exec_inspect(exec_id))
         return info.get("ExitCode")
+
+    # -- volumes --------------------------------------------------------------------------------
+
+    def disk_quota_problem(self) -> str | None:
+        """Why sized volumes cannot be made here (for `corral doctor`), or None."""
+        return self._disks.problem()
+
+    async def create_volume(self, spec: VolumeSpec) -> None:
+        disks = self._disks
+
+        def create() -> None:
+            if spec.size_bytes is None:
+                self._client.volumes.create(spec.name, driver="local", labels=dict(spec.labels))
+                return
+            problem = disks.problem()
+            if problem:
+                raise DiskQuotaUnavailable(
+                    f"cannot give the sandbox a disk limit: {problem}. Fix: run Corral as root on the Docker "
+                    "host (scripts/setup-host.sh sets it up), or start the server with --unsafe-no-disk-limit "
+                    "to run sandboxes whose files can fill the host's disk (not recommended)."
+                )
+            device = disks.create(spec.name, spec.size_bytes, spec.uid, spec.gid)
+            try:
+                self._client.volumes.create(
+                    spec.name,
+                    driver="local",
+                    driver_opts={"type": "ext4", "device": str(device), "o": "nosuid,nodev"},
+                    labels=dict(spec.labels),
+                )
+            except BaseException:
+                disks.remove(spec.name)
+                raise
+
+        await self._run(f"create volume {spec.name}", create)
+
+    async def remove_volume(self, name: str) -> None:
+        def remove() -> None:
+            try:
+                self._client.api.remove_volume(name)
+            except docker.errors.NotFound:
+                pass
+            # Only once Docker let go of it: a volume still mounted keeps its image attached.
+            self._disks.remove(name)
+
+        await self._run(f"remove volume {name}", remove)
+
+    async def list_volumes(self, label: str) -> list[VolumeInfo]:
+        disks = self._disks
+
+        def ls() -> list[VolumeInfo]:
+            found = {
+                v["Name"]: VolumeInfo(
+                    v["Name"],
+                    v.get("Labels") or {},
+                    disks.size(v["Name"]),
+                    _when(v.get("CreatedAt")),
+                )
+                for v in self._client.api.volumes(filters={"label": label}).get("Volumes") or []
+            }
+            known = {v["Name"] for v in self._client.api.volumes().get("Volumes") or []}
+            for name in disks.names():
+                if name not in known:  # an image whose volume is gone (a crash between the two)
+                    found.setdefault(name, VolumeInfo(name, {}, disks.size(name), disks.created(name)))
+            return sorted(found.values(), key=lambda v: v.name)
+
+        return await self._run("list volumes", ls)
 
     # -- events ---------------------------------------------------------------------------------
 

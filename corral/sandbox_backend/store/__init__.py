@@ -12,8 +12,16 @@ from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.git_remotes import GitRemoteTable
+from corral.sandbox_backend.store.instances import HelperTable, InstanceTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import (
+    AuditEntry,
+    HelperRecord,
+    InstanceRecord,
+    PortRecord,
+    ProcessRecord,
+    SandboxRecord,
+)
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 
 
@@ -26,6 +34,8 @@ class Store:
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
         self.git_remotes = GitRemoteTable(db)
+        self.instances = InstanceTable(db)
+        self.helpers = HelperTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -46,6 +56,8 @@ class Store:
 __all__ = [
     "AuditEntry",
     "GitRemoteTable",
+    "HelperRecord",
+    "InstanceRecord",
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",

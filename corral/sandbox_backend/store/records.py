@@ -21,6 +21,9 @@ class SandboxRecord:
     created_at: float
     last_used_at: float
     labels: dict[str, str] = field(default_factory=dict)
+    disk_bytes: int | None = None  # the size of its /workspace; None: no limit (operator's choice)
+    volume: str | None = None  # the volume that holds /workspace
+    created_by: str | None = None  # the server instance that created it
 
     def with_(self, **changes: Any) -> SandboxRecord:
         return replace(self, **changes)
@@ -64,4 +67,32 @@ class PortRecord:
     port: int
     host: str
     host_port: int
+    created_at: float
+    instance_id: str | None = None  # the server listening for it
+
+    def with_owner(self, instance_id: str) -> PortRecord:
+        return replace(self, instance_id=instance_id)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A server process running on this data dir."""
+
+    id: str
+    host: str
+    pid: int
+    pid_start: int | None
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclass(frozen=True)
+class HelperRecord:
+    """A short-lived helper container working for a sandbox (e.g. a git fetch with network)."""
+
+    container_id: str
+    role: str
+    sandbox_id: str | None
+    instance_id: str
+    volume: str | None
     created_at: float

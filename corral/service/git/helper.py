@@ -173,7 +173,7 @@ async def open_helper(deps: GitDeps, rec: SandboxRecord, *, destination: str) ->
     )
     container_id: str | None = None
     try:
-        container_id = await engine.create_container(spec)
+        container_id = await deps.containers.create_helper(spec, rec)  # sized work volume, recorded
         await engine.put_archive(container_id, "/", tar_directory(HELPER_WORK, 1000, 1000))
         await engine.put_archive(container_id, "/", tar_directory(f"{HELPER_WORK}/in", 1000, 1000))
         await engine.start(container_id)
@@ -183,7 +183,7 @@ async def open_helper(deps: GitDeps, rec: SandboxRecord, *, destination: str) ->
         if container_id is not None:
             with anyio.CancelScope(shield=True):
                 try:
-                    await engine.remove(container_id)
+                    await deps.containers.remove_helper(container_id)
                 except CorralError as exc:
                     log.warning("could not remove git helper %s: %s", spec.name, exc)
 
