@@ -52,9 +52,9 @@ def serve(conn):
                 send(conn, {"id": rid, "event": "result", "exit_code": 0, "stdout": "\x01" * (2 << 20),
                             "stderr": "A" * (2 << 20), "stdout_dropped": 0, "stderr_dropped": 0,
                             "timed_out": False, "duration": 0.1})
-            elif op == "read_file" and req.get("path", "").endswith("quit"):
+            elif op in ("read_file", "read_lines", "stat") and req.get("path", "").endswith("quit"):
                 os._exit(0)
-            elif op in ("read_file", "stat"):
+            elif op in ("read_file", "read_lines", "stat"):
                 send(conn, {"id": rid, "event": "result", "data_b64": "aGk=", "size": "twelve", "exists": True,
                             "type": "file", "truncated": False, "mtime": 1.0, "mode": 420})
             else:

@@ -72,7 +72,7 @@ async def test_dd_past_the_disk_limit_fails_with_enospc_and_the_host_disk_is_spa
             docker_client.close()
         for device in loop_devices_of(image):
             await anyio.run_process(["losetup", "--detach", device])
-        assert (await call_ok(client, "read_file", sandbox=box, path="kept.txt"))["content"] == "kept"
+        assert (await call_ok(client, "read_file", sandbox=box, path="kept.txt", raw=True))["content"] == "kept"
 
         # Deleting the sandbox removes its volume, its image and its loop device.
         await call_ok(client, "delete_sandbox", sandbox=box)

@@ -26,7 +26,7 @@ async def test_a_memory_spike_or_fork_bomb_is_reported_as_such_and_the_sandbox_r
 
         # The next call works; files and the spool of the earlier background process are kept.
         assert (await call_ok(client, "run_command", sandbox=box, command="echo ok"))["stdout"] == "ok\n"
-        assert (await call_ok(client, "read_file", sandbox=box, path="kept.txt"))["content"] == "kept"
+        assert (await call_ok(client, "read_file", sandbox=box, path="kept.txt", raw=True))["content"] == "kept"
         earlier = await call_ok(client, "process_output", process=started["id"], since=0)
         assert earlier["output"] == "before\n" and earlier["running"] is False
 

@@ -47,7 +47,7 @@ async def test_two_servers_on_one_data_dir_answer_every_call_and_lose_nothing(ho
                 name = f"w{number}-{round_}"
                 box = (await call(mine, "create_sandbox", name=name, memory_mb=256, disk_mb=64))["id"]
                 await call(mine, "write_file", sandbox=box, path="f.txt", content=name)
-                assert (await call(other, "read_file", sandbox=box, path="f.txt"))["content"] == name
+                assert (await call(other, "read_file", sandbox=box, path="f.txt", raw=True))["content"] == name
                 ran = await call(other, "run_command", sandbox=box, command="cat f.txt; echo; echo $((6*7))")
                 assert ran["stdout"] == f"{name}\n42\n"
                 started = await call(mine, "start_process", sandbox=box, command="echo spooled")
@@ -56,7 +56,7 @@ async def test_two_servers_on_one_data_dir_answer_every_call_and_lose_nothing(ho
                     assert "ran out of memory" in message, message
                 output = await call(other, "process_output", process=started["id"], since=0, wait=10)
                 assert output["output"] == "spooled\n", output
-                assert (await call(mine, "read_file", sandbox=box, path="f.txt"))["content"] == name
+                assert (await call(mine, "read_file", sandbox=box, path="f.txt", raw=True))["content"] == name
                 if round_ % 3 == 0:
                     kept[box] = name
                 else:
@@ -71,7 +71,7 @@ async def test_two_servers_on_one_data_dir_answer_every_call_and_lose_nothing(ho
                 listed = {s["id"] for s in (await call(server, "list_sandboxes"))["sandboxes"]}
                 assert listed == set(kept)
             for box, name in kept.items():
-                assert (await call(second, "read_file", sandbox=box, path="f.txt"))["content"] == name
+                assert (await call(second, "read_file", sandbox=box, path="f.txt", raw=True))["content"] == name
                 await call(first, "delete_sandbox", sandbox=box)
         assert labelled(home) == [] and labelled(home, "volumes") == []
     gc = await anyio.to_thread.run_sync(run_cli, home, "gc", "--dry-run")
