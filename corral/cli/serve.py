@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         build_server(settings, groups=groups).run("stdio")
         return 0
 
+    import anyio
     import uvicorn
+
+    from corral.server.http import check_auth_policy
 
     opts = HttpOptions(
         host=args.host,
@@ -71,13 +74,27 @@ def run(args: argparse.Namespace) -> int:
         transports=transports,
         allowed_hosts=tuple(args.allowed_host or ()),
     )
+    tokens_exist = anyio.run(_tokens_exist, settings)
+    check_auth_policy(opts, settings, tokens_exist)
     app, _ = build_http_app(settings, opts, groups)
-    _print_banner(opts)
+    _print_banner(opts, tenant_tokens=tokens_exist or settings.oauth.enabled)
     uvicorn.run(app, host=opts.host, port=opts.port, log_level=args.log_level.lower(), lifespan="on")
     return 0
 
 
-def _print_banner(opts: object) -> None:
+async def _tokens_exist(settings: object) -> bool:
+    from corral.config import Settings
+    from corral.sandbox_backend.store import Store
+
+    assert isinstance(settings, Settings)
+    store = await Store.open(settings.db_path)  # the server is about to migrate it anyway
+    try:
+        return await store.tokens.any()
+    finally:
+        await store.close()
+
+
+def _print_banner(opts: object, *, tenant_tokens: bool) -> None:
     from corral.server.http import HttpOptions
 
     assert isinstance(opts, HttpOptions)
@@ -96,6 +113,8 @@ def _print_banner(opts: object) -> None:
     }
     if opts.token:
         entry["headers"] = {"Authorization": "Bearer ${CORRAL_TOKEN}"}
+    elif tenant_tokens:
+        entry["headers"] = {"Authorization": "Bearer <a token from corral token create>"}
     lines.append("  Config for .mcp.json (Claude Code) or any MCP client:")
     lines.append(json.dumps({"mcpServers": {"corral": entry}}, indent=2))
     print("\n".join(lines), file=sys.stderr, flush=True)

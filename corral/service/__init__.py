@@ -15,17 +15,21 @@ from dataclasses import dataclass
 import anyio
 
 from corral.config import Settings
+from corral.errors import CorralError
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import Store
+from corral.service import tenancy
 from corral.service.agents import AgentPool
 from corral.service.audit import Auditor
 from corral.service.containers import Containers
 from corral.service.execution import Execution
 from corral.service.files import Files
 from corral.service.git import Git
+from corral.service.inventory import Inventory
 from corral.service.ports import Ports
 from corral.service.processes import Processes
 from corral.service.sandboxes import SandboxService
+from corral.service.tenants import Tenants
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class Services:
     ports: Ports
     git: Git
     audit: Auditor
+    tenants: Tenants
+    inventory: Inventory
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -72,17 +78,26 @@ async def open_services(
                 processes=Processes(sandboxes, store.processes, settings.exec),
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
                 git=Git(sandboxes, engine, containers, settings),
-                audit=Auditor(store.audit),
+                audit=Auditor(store.audit, settings.audit_days),
+                tenants=Tenants(store.tokens, settings),
+                inventory=Inventory(engine, store.sandboxes, containers),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
+            sandboxes.on_gone(services.ports.stop_listening)
             if serve:
-                await sandboxes.start(tg)
-                try:
-                    await services.ports.restore(await sandboxes.list_all())
-                except Exception:
-                    log.exception("could not re-open the exposed ports")
+                # The server's own work (reconcile, events, restored ports) acts for every tenant.
+                with tenancy.acting_as(tenancy.OPERATOR):
+                    await sandboxes.start(tg)
+                    try:
+                        await services.ports.restore(await sandboxes.list_all())
+                    except Exception:
+                        log.exception("could not re-open the exposed ports")
+                    try:
+                        await services.audit.prune()
+                    except CorralError as exc:
+                        log.warning("could not prune old audit records: %s", exc)
             try:
                 yield services
             finally:

@@ -28,6 +28,7 @@ from corral.errors import CorralError, InvalidRequest, QuotaExceeded
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import PortRecord, SandboxRecord
 from corral.sandbox_backend.store.processes import PortTable
+from corral.service import tenancy
 from corral.service.access import SandboxAccess
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,11 @@ class Ports:
         return port_info(rec, False)
 
     async def list(self, ref: str | None = None) -> list[PortInfo]:
-        sandbox_id = (await self._sandboxes.resolve(ref)).id if ref else None
-        records = await self._table.list(sandbox_id)
+        if ref:
+            records = await self._table.list((await self._sandboxes.resolve(ref)).id)
+        else:  # the caller's sandboxes' ports only
+            mine = {rec.id for rec in await self._sandboxes.list_all()}
+            records = [r for r in await self._table.list() if r.sandbox_id in mine]
         return [port_info(r, (r.sandbox_id, r.port) in self._forwards) for r in records]
 
     # -- lifecycle hooks (composition root) ------------------------------------------------------
@@ -156,6 +160,13 @@ class Ports:
             for key in [k for k in self._forwards if k[0] == sandbox_id]:
                 self._stop(*key)
             await self._table.delete(sandbox_id)
+
+    async def stop_listening(self, sandbox_id: str) -> None:
+        """The sandbox's container is gone: stop its listeners (the records are left to whoever
+        deleted it, or stay for a lost sandbox, shown inactive)."""
+        async with self._lock:
+            for key in [k for k in self._forwards if k[0] == sandbox_id]:
+                self._stop(*key)
 
     async def close_all(self) -> None:
         """Stop every listener (server shutdown); the records stay for the next start."""
@@ -194,7 +205,9 @@ class Ports:
     async def _connect(self, rec: PortRecord, client: SocketStream) -> None:
         async with client:
             try:
-                sandbox = await self._sandboxes.use(rec.sandbox_id)
+                # The server forwards a port it recorded, whoever asked for it and in whatever task.
+                with tenancy.acting_as(tenancy.OPERATOR):
+                    sandbox = await self._sandboxes.use(rec.sandbox_id)
                 if sandbox.container_id is None:
                     return
                 argv = bootstrap_argv("tcp-relay", TARGET_HOST, str(rec.port))

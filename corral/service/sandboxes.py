@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import RUNTIME_RUNC, WORKDIR, Settings
+from corral.config import MIB, RUNTIME_RUNC, WORKDIR, Quota, Settings
 from corral.errors import (
     BackendError,
     BackendUnavailable,
@@ -33,8 +33,9 @@ from corral.errors import (
 )
 from corral.sandbox_backend.archive import tar_directory
 from corral.sandbox_backend.engine import Engine
-from corral.sandbox_backend.store import SandboxRecord
+from corral.sandbox_backend.store import SandboxRecord, SandboxUsage
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.service import tenancy
 from corral.service.agents import AgentPool
 from corral.service.containers import LABEL_SANDBOX, Containers
 from corral.service.supervisor import supervise
@@ -56,11 +57,17 @@ class SandboxService:
         self._containers = containers
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
+        self._on_gone: list[DeleteHook] = []
         self.orphans: list[str] = []
 
     def on_delete(self, hook: DeleteHook) -> None:
         """Call `hook(sandbox_id)` while a sandbox is deleted, before its record goes."""
         self._on_delete.append(hook)
+
+    def on_gone(self, hook: DeleteHook) -> None:
+        """Call `hook(sandbox_id)` when the engine reports a sandbox's container removed (by this
+        process or any other), to drop in-memory state; the records are the deleter's business."""
+        self._on_gone.append(hook)
 
     async def start(self, tg: TaskGroup) -> None:
         """Reconcile with the engine and keep statuses current from its events (server mode)."""
@@ -80,18 +87,26 @@ class SandboxService:
     # -- lookup ---------------------------------------------------------------------------------
 
     async def resolve(self, ref: str) -> SandboxRecord:
+        """The caller's sandbox with this id or name. Another tenant's sandbox is answered exactly
+        like a missing one, and the hint lists only the caller's own."""
         if not isinstance(ref, str) or not ref.strip():
             raise InvalidRequest("`sandbox` must be a sandbox id (sb-xxxxxxxx) or name")
-        rec = await self._table.get(ref.strip())
-        if rec is None:
-            known = await self._table.list()
+        who = tenancy.caller()
+        found = await self._table.find(ref.strip(), who.tenant)
+        if not found:
+            known = await self._table.list(who.tenant)
             listing = ", ".join(f"{r.id} ({r.name})" if r.name else r.id for r in known[:20])
             listing = listing or "none yet; create one with create_sandbox"
             raise SandboxNotFound(f"no sandbox with id or name {ref!r}. Known sandboxes: {listing}")
-        return rec
+        if len(found) > 1:  # only the operator sees several tenants' names at once
+            owners = ", ".join(f"{r.id} (tenant {r.tenant})" for r in found)
+            raise InvalidRequest(f"several tenants have a sandbox named {ref!r}: {owners}; use the id")
+        tenancy.note_sandbox(found[0].id)
+        return found[0]
 
     async def list_all(self) -> list[SandboxRecord]:
-        return await self._table.list()
+        """The caller's sandboxes (every tenant's for the operator)."""
+        return await self._table.list(tenancy.caller().tenant)
 
     async def get(self, ref: str) -> SandboxRecord:
         return await self._refresh(await self.resolve(ref))
@@ -108,20 +123,20 @@ class SandboxService:
         labels: Mapping[str, str] | None = None,
     ) -> SandboxRecord:
         settings = self.settings
+        who = tenancy.caller()
+        tenant = who.tenant or tenancy.LOCAL
         if name is not None:
             check_name(name)
-            if await self._table.get(name) is not None:
+            if await self._table.get(name, tenant) is not None:
                 raise InvalidRequest(_name_taken(name))
         image = check_image(image or settings.image)
         limits = settings.limits
         memory = limits.memory_bytes if memory_mb is None else self._check_memory(memory_mb)
         cpu = limits.cpus if cpus is None else _check_cpus(cpus)
         user_labels = check_labels(labels or {})
-        if await self._table.count() >= settings.max_sandboxes:
-            raise QuotaExceeded(
-                f"this server allows at most {settings.max_sandboxes} sandboxes; delete one first "
-                "(list_sandboxes shows them)"
-            )
+        quota = Quotas(settings.max_sandboxes, tenant, who.quota, memory)
+        # Refuse early, before pulling anything; the insert below checks again atomically.
+        quota.check(await self._table.usage(), await self._table.usage(tenant))
         runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
         await self._check_runtime(runtime)
         await self._ensure_image(image)
@@ -141,9 +156,10 @@ class SandboxService:
             created_at=now,
             last_used_at=now,
             labels=user_labels,
+            tenant=tenant,
         )
         try:
-            await self._table.insert(rec)
+            await self._table.insert(rec, quota.check)
         except StoreConflict:
             # Another call took the name between our check and our insert.
             raise InvalidRequest(_name_taken(name or rec.id)) from None
@@ -156,6 +172,7 @@ class SandboxService:
             rec = rec.with_(container_id=container_id, status="running")
             await self._table.update(rec.id, container_id=container_id, status="running")
             await self._agents.get(rec)
+            tenancy.note_sandbox(rec.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if container_id is not None:
@@ -235,6 +252,11 @@ class SandboxService:
             return
         if action != "start":
             await self._agents.drop(sandbox_id)
+        if action == "destroy":
+            # Whoever removed it (this server, `corral rm`, another server, someone with docker),
+            # what this process holds for it in memory (port listeners) is of no use any more.
+            for hook in self._on_gone:
+                await hook(sandbox_id)
         rec = await self._table.get(sandbox_id)
         if rec is None or rec.status == "creating":
             return
@@ -266,6 +288,31 @@ class SandboxService:
                 await self._table.update(rec.id, status="running")
                 rec = rec.with_(status="running")
             return await self._touch(rec)
+
+    async def stop(self, ref: str) -> SandboxRecord:
+        """Stop the sandbox's container (its files stay; the next use starts it again)."""
+        rec = await self.resolve(ref)
+        async with self._lock(rec.id):
+            rec = await self._refresh(rec)
+            if rec.status == "lost" or rec.container_id is None:
+                raise SandboxLost(f"sandbox {rec.id} has no container to stop (status {rec.status})")
+            await self._agents.drop(rec.id)
+            await self._engine.stop(rec.container_id)
+            await self._table.update(rec.id, status="stopped")
+            return rec.with_(status="stopped")
+
+    async def start_again(self, ref: str) -> SandboxRecord:
+        """Start a stopped sandbox's container (an operator's `corral start`)."""
+        rec = await self.resolve(ref)
+        async with self._lock(rec.id):
+            rec = await self._refresh(rec)
+            if rec.status == "lost" or rec.container_id is None:
+                raise SandboxLost(f"sandbox {rec.id} has no container to start (status {rec.status}); delete it")
+            if rec.status != "running":
+                await self._agents.drop(rec.id)
+                await self._engine.start(rec.container_id)
+                await self._table.update(rec.id, status="running")
+            return rec.with_(status="running")
 
     async def _touch(self, rec: SandboxRecord) -> SandboxRecord:
         now = time.time()
@@ -336,6 +383,42 @@ class SandboxService:
             removed.append(name)
         self.orphans = []
         return removed
+
+
+class Quotas:
+    """The limits one create must stay within: the server's and its tenant's."""
+
+    def __init__(self, server_max: int, tenant: str, quota: Quota, memory_bytes: int, disk_bytes: int = 0) -> None:
+        self.server_max = server_max
+        self.tenant = tenant
+        self.quota = quota
+        self.memory_mb = memory_bytes // MIB
+        self.disk_mb = disk_bytes // MIB
+
+    def check(self, server: SandboxUsage, mine: SandboxUsage) -> None:
+        if server.count >= self.server_max:
+            raise QuotaExceeded(
+                f"this server allows at most {self.server_max} sandboxes and holds {server.count}; delete one "
+                "first (list_sandboxes shows yours)"
+            )
+        q, who = self.quota, f"tenant {self.tenant!r}"
+        if q.sandboxes is not None and mine.count >= q.sandboxes:
+            raise QuotaExceeded(
+                f"{who} may keep {q.sandboxes} sandbox(es) (quota sandboxes={q.sandboxes}) and has {mine.count}; "
+                "delete one first (list_sandboxes shows them)"
+            )
+        used = mine.memory_bytes // MIB
+        if q.memory_mb is not None and used + self.memory_mb > q.memory_mb:
+            raise QuotaExceeded(
+                f"{who} may use {q.memory_mb} MiB of memory in all (quota memory_mb={q.memory_mb}); its sandboxes "
+                f"use {used} MiB and this one asks for {self.memory_mb} MiB. Ask for less memory_mb or delete one"
+            )
+        used = mine.disk_bytes // MIB
+        if q.disk_mb is not None and used + self.disk_mb > q.disk_mb:
+            raise QuotaExceeded(
+                f"{who} may use {q.disk_mb} MiB of disk in all (quota disk_mb={q.disk_mb}); its sandboxes use "
+                f"{used} MiB and this one asks for {self.disk_mb} MiB"
+            )
 
 
 def _name_taken(name: str) -> str:

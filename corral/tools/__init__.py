@@ -41,5 +41,8 @@ def register(server: MCPServer[Any], groups: tuple[str, ...] = DEFAULT_GROUPS) -
     for group in groups:
         for spec in GROUPS[group]:
             server.add_tool(
-                audited(spec.fn), title=spec.title, annotations=spec.annotations, structured_output=True
+                audited(spec.fn, executes=spec.executes),
+                title=spec.title,
+                annotations=spec.annotations,
+                structured_output=True,
             )

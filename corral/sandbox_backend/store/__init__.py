@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from corral.errors import StoreError
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
-from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.db import Database, migrations
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
-from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
+from corral.sandbox_backend.store.records import (
+    AuditEntry,
+    PortRecord,
+    ProcessRecord,
+    SandboxRecord,
+    SandboxUsage,
+    TokenRecord,
+)
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.sandbox_backend.store.tokens import TokenTable
 
 
 class Store:
@@ -24,12 +33,15 @@ class Store:
         self.ports = PortTable(db)
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
+        self.tokens = TokenTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
         db = await Database.open(path, read_only=read_only)
         try:
             await db.migrate()
+            if db.read_only:
+                await _check_schema(db)
             if read_only:
                 db.read_only = True  # an empty stand-in for a missing file is read-only too
         except BaseException:
@@ -41,10 +53,26 @@ class Store:
         await self.db.close()
 
 
+async def _check_schema(db: Database) -> None:
+    """A read-only open cannot migrate: refuse a database an older Corral wrote, with the fix."""
+    try:
+        applied = set(await db.applied_migrations())
+    except StoreError:
+        applied = set()
+    missing = [name for name, _ in migrations() if name not in applied]
+    if missing:
+        raise StoreError(
+            f"the state database {db.path} predates this Corral (missing: {', '.join(missing)}); start "
+            "`corral serve` once, or run a command that changes something, to upgrade it"
+        )
+
+
 __all__ = [
     "AuditEntry",
     "PortRecord",
     "ProcessRecord",
     "SandboxRecord",
+    "SandboxUsage",
     "Store",
+    "TokenRecord",
 ]
