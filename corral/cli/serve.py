@@ -36,6 +36,15 @@ def add_parser(sub: Any) -> None:
         metavar="DIR",
         help="host directory upload/download may use (repeatable; also $CORRAL_HOST_DIRS, colon-separated)",
     )
+    s.add_argument("--max-connections", type=int, default=256, help="open HTTP connections at once (default 256)")
+    s.add_argument(
+        "--max-sessions-per-client", type=int, default=64,
+        help="MCP sessions one tenant may hold; its oldest idle one is closed for a new one (default 64)",
+    )
+    s.add_argument("--session-idle", type=float, default=600.0, help="seconds before an idle MCP session ends")
+    s.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds a client has to send a request's headers"
+    )
     s.add_argument("--log-level", default="INFO")
     s.set_defaults(func=run)
 
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from corral.server.http import check_auth_policy
+    from corral.server.protocol import ConnectionLimits, protocol_class
 
     opts = HttpOptions(
         host=args.host,
@@ -73,12 +83,23 @@ def run(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         transports=transports,
         allowed_hosts=tuple(args.allowed_host or ()),
+        connections=ConnectionLimits(max_connections=args.max_connections, header_timeout=args.header_timeout),
+        sessions_per_client=args.max_sessions_per_client,
+        session_idle_timeout=args.session_idle,
     )
     tokens_exist = anyio.run(_tokens_exist, settings)
     check_auth_policy(opts, settings, tokens_exist)
     app, _ = build_http_app(settings, opts, groups)
     _print_banner(opts, tenant_tokens=tokens_exist or settings.oauth.enabled)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=args.log_level.lower(), lifespan="on")
+    uvicorn.run(
+        app,
+        host=opts.host,
+        port=opts.port,
+        log_level=args.log_level.lower(),
+        lifespan="on",
+        http=protocol_class(opts.connections),
+        timeout_keep_alive=5,
+    )
     return 0
 
 

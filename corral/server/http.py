@@ -1,13 +1,16 @@
 """One ASGI app serving Streamable HTTP (/mcp) and SSE (/sse + /messages/) together.
 
 Requests pass, in order: the SDK's `AuthenticationMiddleware` with Corral's token verifier (who is
-this? `server/auth.py`), `TenantGate` (an identity is required), then the SDK's transports with
-DNS-rebinding protection.
+this? `server/auth.py`), `TenantGate` (an identity is required), `SessionGuard` (sessions per
+client, `server/sessions.py`), then the SDK's transports with DNS-rebinding protection and a body
+cap that fits the largest request a tool accepts. Connection-level limits (slowloris, number of
+connections) are in the uvicorn protocol (`server/protocol.py`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,11 +25,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.types import ASGIApp
 
-from corral.config import Settings
+from corral.config import MIB, ExecPolicy, Settings
 from corral.errors import ConfigurationError
 from corral.sandbox_backend.engine import Engine
 from corral.server.app import ServiceHolder, build_server
 from corral.server.auth import CorralTokenVerifier, JwtVerifier, TenantGate
+from corral.server.protocol import ConnectionLimits
+from corral.server.sessions import SessionGuard
 from corral.service import open_services
 from corral.service.tenancy import LOCAL, Caller
 from corral.tools import DEFAULT_GROUPS
@@ -43,6 +48,12 @@ class HttpOptions:
     insecure_no_auth: bool = False
     transports: tuple[str, ...] = ("http", "sse")
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    sessions_per_client: int = 64
+    max_sessions: int = 1024
+    # The SDK's default is 30 minutes; an abandoned session should not hold memory that long.
+    # Clients that keep a GET stream open (Claude Code does) are never idle.
+    session_idle_timeout: float = 600.0
 
 
 def is_loopback(host: str) -> bool:
@@ -81,6 +92,12 @@ def security_settings(opts: HttpOptions) -> TransportSecuritySettings:
     )
 
 
+def request_body_cap(policy: ExecPolicy) -> int:
+    """The largest HTTP request body: a maximal write_file as base64 (4/3 of the file) plus 1 MiB
+    for the JSON around it, so the documented file cap and the body cap always agree."""
+    return 4 * math.ceil(policy.max_file_bytes / 3) + MIB
+
+
 def public_url(settings: Settings, opts: HttpOptions) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
@@ -109,11 +126,18 @@ def build_http_app(
     holder = ServiceHolder()
     server = build_server(settings, groups=groups, holder=holder, engine=engine)
     security = security_settings(opts)
+    body_cap = request_body_cap(settings.exec)
     routes = []
     if "http" in opts.transports:
-        routes += server.streamable_http_app(transport_security=security, host=opts.host).routes
+        routes += server.streamable_http_app(
+            transport_security=security,
+            host=opts.host,
+            max_request_body_size=body_cap,
+            session_idle_timeout=opts.session_idle_timeout,
+            max_sessions=None,  # SessionGuard caps sessions per client and in total
+        ).routes
     if "sse" in opts.transports:
-        routes += server.sse_app(transport_security=security, host=opts.host).routes
+        routes += server.sse_app(transport_security=security, host=opts.host, max_request_body_size=body_cap).routes
 
     base = public_url(settings, opts)
     auth = auth_settings(settings, base)
@@ -166,6 +190,12 @@ def build_http_app(
             required_scopes=settings.oauth.scopes,
             resource_metadata_url=metadata_url,
             public_paths=[p for r in routes if (p := str(getattr(r, "path", ""))).startswith(METADATA_PATH)],
+        ),
+        Middleware(
+            SessionGuard,
+            per_client=opts.sessions_per_client,
+            total=opts.max_sessions,
+            idle_timeout=opts.session_idle_timeout,
         ),
     ]
     app: ASGIApp = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
