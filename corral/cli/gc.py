@@ -8,11 +8,13 @@ from typing import Any
 import anyio
 
 from corral.cli._common import log_to_stderr, settings_from
+from corral.cli._output import add_json_flag, print_json
 
 
 def add_parser(sub: Any) -> None:
     g = sub.add_parser("gc", help="remove containers labelled by this data dir that have no sandbox record")
     g.add_argument("--dry-run", action="store_true")
+    add_json_flag(g)
     g.set_defaults(func=run)
 
 
@@ -29,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
             return await services.sandboxes.gc()
 
     names = anyio.run(collect)
+    if args.json:
+        print_json({"dry_run": args.dry_run, "containers": names})
+        return 0
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(names)} orphaned container(s)" + (": " + ", ".join(names) if names else ""))
     return 0
