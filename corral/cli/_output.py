@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from corral.errors import InvalidRequest
 
@@ -38,17 +39,18 @@ def print_json(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> Table:
+    """Cells are shown as given, never read as markup: commands, paths and names come from agents
+    and sandboxes (a `[/x]` in a command must not break, or restyle, the operator's screen)."""
     t = Table(title=title, header_style="bold", show_lines=False, pad_edge=False, box=None)
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*("-" if cell is None else cell if hasattr(cell, "__rich__") else str(cell) for cell in row))
+        t.add_row(*(cell if isinstance(cell, Text) else Text("-" if cell is None else str(cell)) for cell in row))
     return t
 
 
-def styled(text: str, styles: dict[str, str]) -> str:
-    style = styles.get(text)
-    return f"[{style}]{text}[/]" if style else text
+def styled(text: str, styles: dict[str, str]) -> Text:
+    return Text(text, style=styles.get(text, ""))
 
 
 def duration(seconds: float | None) -> str:

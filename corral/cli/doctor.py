@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 import anyio
+from rich.text import Text
 
 from corral.cli._common import log_to_stderr, settings_from
 from corral.cli._output import add_json_flag, console, print_json
@@ -37,7 +38,7 @@ def report(checks: list[Check], as_json: bool) -> int:
     out = console()
     for check in checks:
         mark = "[green]ok[/]  " if check.ok else ("[red]FAIL[/]" if check.required else "[yellow]warn[/]")
-        out.print(f"{mark} [bold]{check.name}[/]: {check.detail}")
+        out.print(Text.from_markup(mark).append(f" {check.name}", style="bold").append(f": {check.detail}"))
         if not check.ok and check.fix:
             out.print(f"     fix: {check.fix}", markup=False)
     out.print("[green]ready[/]" if healthy else "[red]not ready[/]: fix the failed checks above")

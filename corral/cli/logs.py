@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 import anyio
+from rich.text import Text
 
 from corral.cli._common import log_to_stderr, operator_services
 from corral.cli._output import add_json_flag, console, parse_since, print_json
@@ -43,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
         })
         return 0
     out = console()
-    out.print(f"[bold]Audit of {sandbox_id}[/]")
+    out.print(Text(f"Audit of {sandbox_id}", style="bold"))
     out.print(entry_table(entries, with_sandbox=False) if entries else "no tool calls recorded")
     for info, text in processes:
         state = "running" if info.running else f"exited {info.exit_code}"
-        out.print(f"\n[bold]{info.id}[/] ({state}) $ {info.command}", markup=True)
+        out.print(Text.assemble("\n", (info.id, "bold"), f" ({state}) $ {info.command}"))
         out.print(text if text is not None else "(output not readable: the sandbox is not running)", markup=False)
     return 0

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import anyio
+from rich.text import Text
 
 from corral.cli._common import log_to_stderr, operator_services
 from corral.cli._output import STATUS_STYLE, add_json_flag, console, duration, print_json, styled, table
@@ -34,7 +35,7 @@ def add_parser(sub: Any) -> None:
         p.set_defaults(func=run_change, change=name)
 
 
-def row_cells(row: SandboxRow, now: float) -> list[str | None]:
+def row_cells(row: SandboxRow, now: float) -> list[str | Text | None]:
     rec, stats = row.record, row.stats
     cpu = None if stats is None or stats.cpu_percent is None else f"{stats.cpu_percent:.1f}%"
     used = "-" if stats is None else f"{stats.memory_bytes / 2**20:.0f}"
@@ -98,5 +99,5 @@ def run_change(args: argparse.Namespace) -> int:
     out = console()
     for item in done:
         label = f"{item['id']}" + (f" ({item['name']})" if item["name"] else "")
-        out.print(f"{label} of tenant {item['tenant']}: {styled(item['status'], STATUS_STYLE)}")
+        out.print(Text.assemble(f"{label} of tenant {item['tenant']}: ", styled(item["status"], STATUS_STYLE)))
     return 0

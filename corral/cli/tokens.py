@@ -69,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
             print_json({**row, "token": result.secret})
             return 0
         quota = quota_of(result.record).over(settings.tenant_quota)
-        out.print(f"Created tenant [bold]{args.name}[/] (quotas: {quota.describe()}).")
-        out.print("Clients send it as `Authorization: Bearer <token>`. It is shown only now; Corral keeps its hash.")
+        out.print(f"Created tenant {args.name} (quotas: {quota.describe()}).", markup=False)
+        out.print(
+            "Clients send it as `Authorization: Bearer <token>`. It is shown only now; Corral keeps its hash.",
+            markup=False,
+        )
         print(result.secret)  # alone on the last line, for `| tail -1`
         return 0
     if args.action == "list":
@@ -91,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"name": result.name, "revoked": True})
     else:
-        out.print(f"Revoked the token of tenant [bold]{result.name}[/]; its next request is refused.")
+        out.print(f"Revoked the token of tenant {result.name}; its next request is refused.", markup=False)
     return 0

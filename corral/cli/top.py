@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from rich.live import Live
+from rich.text import Text
 
 from corral.cli._common import log_to_stderr, operator_services
 from corral.cli._output import add_json_flag, console, print_json
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                     if services.inventory.engine_error:
                         header += f" — Docker: {services.inventory.engine_error}"
                     grid = sandbox_table(rows)
-                    grid.title = header
+                    grid.title = Text(header)  # Docker's error text is not markup
                     live.update(grid, refresh=True)
                     done += 1
                     if args.iterations is None or done < args.iterations:

@@ -51,6 +51,7 @@ JWKS_MIN_REFETCH = 30.0  # an unknown key id refetches at most this often (no am
 LEEWAY = 30  # seconds of clock skew tolerated on exp / nbf / iat
 FETCH_TIMEOUT = 10.0
 MAX_DOCUMENT = 1024 * 1024
+MAX_TENANT_CLAIM = 200  # the tenant's name is stored with every sandbox and audit record
 
 
 class TenantAccessToken(AccessToken):
@@ -131,14 +132,15 @@ class JwtVerifier:
         if claims is None:
             return None
         value = claims.get(self.claim)
-        if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
-            log.info("refused a JWT: its %r claim is missing or not a string", self.claim)
+        name = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+        if not name or len(name) > MAX_TENANT_CLAIM or not name.isprintable():
+            log.info("refused a JWT: its %r claim is missing, empty, too long or not printable", self.claim)
             return None
         raw_scopes = claims.get("scope", claims.get("scp", ""))
         scopes = raw_scopes.split() if isinstance(raw_scopes, str) else [str(s) for s in raw_scopes or []]
         exp = claims.get("exp")
         return access_token(
-            tenants.oauth_caller(str(value).strip()),
+            tenants.oauth_caller(name),
             token,
             scopes=scopes,
             expires_at=int(exp) if isinstance(exp, int | float) else None,

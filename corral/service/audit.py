@@ -38,10 +38,11 @@ KEYS_ONLY = ("env", "labels")  # names are useful; values may be secrets
 SIZE_ONLY = ("content", "text", "new_text", "old_text")  # file contents and input: only their size
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-_KEY_VALUE = re.compile(
-    r"(?i)\b([\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|auth)[\w.-]*)"
-    r"(\s*[=:]\s*|\s+)(\"[^\"]*\"|'[^']*'|\S+)"
-)
+_SECRET_WORD = r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"
+_VALUE = r"(\"[^\"]*\"|'[^']*'|\S+)"
+# key=value and key: value (PASSWORD=x, api_key: x, auth=x), and command-line flags (--password x).
+_KEY_VALUE = re.compile(rf"(?i)\b([\w.-]*{_SECRET_WORD}[\w.-]*|auth(?:orization)?)(\s*[=:]\s*){_VALUE}")
+_FLAG_VALUE = re.compile(rf"(?i)(\s--?[\w-]*{_SECRET_WORD}[\w-]*)(\s+){_VALUE}")
 _AUTH_HEADER = re.compile(r"(?i)\b(authorization|proxy-authorization)(\s*:\s*)([^\"'\n]+)")
 _KNOWN_TOKENS = re.compile(
     r"\b(crl_|ghp_|gho_|ghu_|ghs_|github_pat_|glpat-|xox[abpr]-|sk-|AKIA)[A-Za-z0-9_\-]{6,}"
@@ -53,6 +54,7 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(r"\1***@", text)
     text = _AUTH_HEADER.sub(r"\1\2***", text)
     text = _KEY_VALUE.sub(r"\1\2***", text)
+    text = _FLAG_VALUE.sub(r"\1\2***", text)
     return _KNOWN_TOKENS.sub(r"\1***", text)
 
 

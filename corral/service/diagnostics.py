@@ -118,16 +118,19 @@ class Doctor:
         home, db = self._settings.home, self._settings.db_path
         if not home.exists():
             return Check("data dir", True, f"{home} does not exist yet; it is created 0700 on first use")
+        fix = f"chmod 700 {home} && chmod 600 {db}*"
         problems = []
-        mode = stat.S_IMODE(home.stat().st_mode)
-        if mode & 0o077 and not home.stat().st_mode & stat.S_ISVTX:
-            problems.append(f"{home} is {mode:o} (others can read it)")
         if home.stat().st_uid != os.getuid():
             problems.append(f"{home} belongs to uid {home.stat().st_uid}, not to you ({os.getuid()})")
-        if db.exists() and stat.S_IMODE(db.stat().st_mode) & 0o077:
-            problems.append(f"{db} is {stat.S_IMODE(db.stat().st_mode):o}")
+        for path in sorted(home.glob(db.name + "*")):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                problems.append(f"{path} is {stat.S_IMODE(path.stat().st_mode):o} (others can read it)")
         if problems:
-            return Check("data dir", False, "; ".join(problems), f"chmod 700 {home} && chmod 600 {db}*")
+            return Check("data dir", False, "; ".join(problems), fix)
+        mode = stat.S_IMODE(home.stat().st_mode)
+        if mode & 0o077:
+            # The database itself is private; a readable directory shows only file names.
+            return Check("data dir", False, f"{home} is {mode:o}: others can list it", fix, required=False)
         return Check("data dir", True, f"{home} is private")
 
     def _iptables(self) -> Check:

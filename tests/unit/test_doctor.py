@@ -60,10 +60,28 @@ async def test_docker_down_and_a_missing_image_say_what_to_do(tmp_path: Path) ->
     assert not down.ok and down.fix is not None and "DOCKER_HOST" in down.fix
 
 
-async def test_a_data_dir_others_can_read_is_reported(tmp_path: Path) -> None:
+async def test_a_database_others_can_read_fails_and_an_open_data_dir_warns(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    home.mkdir(mode=0o755)
+    home.mkdir()
     home.chmod(0o755)
+    db = home / "corral.db"
+    db.write_bytes(b"")
+    db.chmod(0o644)
     check = by_name(await Doctor(Settings(home=home), FakeEngine()).run())["data dir"]
-    assert not check.ok and "755" in check.detail
-    assert check.fix == f"chmod 700 {home} && chmod 600 {home / 'corral.db'}*"
+    assert not check.ok and check.required and f"{db} is 644" in check.detail
+    assert check.fix == f"chmod 700 {home} && chmod 600 {db}*"
+    db.chmod(0o600)
+    check = by_name(await Doctor(Settings(home=home), FakeEngine()).run())["data dir"]
+    assert not check.ok and not check.required and "755" in check.detail
+
+
+def test_hostile_text_in_the_audit_is_shown_as_is_not_read_as_markup() -> None:
+    from rich.console import Console
+
+    from corral.cli.audit import entry_table
+    from corral.sandbox_backend.store import AuditEntry
+
+    hostile = "command=echo [/oops] [bold red]fake[/] [link=http://x]y[/link]"
+    console = Console(record=True, width=400)
+    console.print(entry_table([AuditEntry(0.0, "run_command", "sb-1", "error", "[/x]", 1.0, "t", hostile)]))
+    assert hostile in console.export_text()

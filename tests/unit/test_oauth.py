@@ -104,8 +104,10 @@ def forged(issuer: LocalIssuer) -> str:
         lambda i: jwt.encode({"iss": i.url, "sub": "x", "aud": PUBLIC, "exp": 2**31}, "", algorithm="none"),
         lambda i: i.token(PUBLIC)[:-4] + "AAAA",  # signature tampered with
         lambda i: "not-a-token",
+        lambda i: i.token(PUBLIC, subject="x" * 500),  # a tenant name no table should hold
     ],
-    ids=["expired", "wrong-audience", "wrong-issuer", "hs256-forgery", "alg-none", "bad-signature", "garbage"],
+    ids=["expired", "wrong-audience", "wrong-issuer", "hs256-forgery", "alg-none", "bad-signature", "garbage",
+         "oversized-tenant"],
 )
 async def test_invalid_tokens_are_refused(tmp_path: Path, issuer: LocalIssuer, bad: Any) -> None:
     async with app_client(tmp_path, issuer) as http:

@@ -185,3 +185,8 @@ def test_audit_summaries_keep_what_was_asked_and_never_secrets_or_contents() -> 
 )
 def test_redaction_masks_common_credential_forms(text: str, secret: str) -> None:
     assert secret not in redact(text)
+
+
+def test_redaction_leaves_prose_about_credentials_readable() -> None:
+    prose = "authentication failed: check the user name and the password or token (author=jane)"
+    assert redact(prose) == prose
