@@ -240,7 +240,8 @@ class SandboxService:
         info = await self._engine.inspect(rec.container_id)
         status = "lost" if info is None else ("running" if info.running else "stopped")
         if status != rec.status:
-            await self._table.update(rec.id, status=status)
+            if not self._table.read_only:  # a looking-only command reports, the server records
+                await self._table.update(rec.id, status=status)
             rec = rec.with_(status=status)
         return rec
 
@@ -317,7 +318,8 @@ class SandboxService:
     async def _touch(self, rec: SandboxRecord) -> SandboxRecord:
         now = time.time()
         # A commit per call would cost more than the call itself; minute precision is plenty.
-        if now - rec.last_used_at > 60:
+        # An operator looking (`corral logs`, read-only) is not a use.
+        if now - rec.last_used_at > 60 and not self._table.read_only:
             await self._table.update(rec.id, last_used_at=now)
             return rec.with_(last_used_at=now)
         return rec

@@ -15,7 +15,7 @@ import pytest
 from corral.config import Quota, Settings
 from corral.errors import InvalidRequest, QuotaExceeded, SandboxNotFound
 from corral.sandbox_backend.fake import FakeEngine
-from corral.sandbox_backend.store import Store
+from corral.sandbox_backend.store import ProcessRecord, Store
 from corral.service import Services, open_services, tenancy
 from corral.service.audit import redact, summarize
 from corral.service.tenancy import Caller, acting_as
@@ -190,3 +190,28 @@ def test_redaction_masks_common_credential_forms(text: str, secret: str) -> None
 def test_redaction_leaves_prose_about_credentials_readable() -> None:
     prose = "authentication failed: check the user name and the password or token (author=jane)"
     assert redact(prose) == prose
+
+
+async def test_the_operator_reading_logs_changes_nothing_a_server_relies_on(tmp_path: Path) -> None:
+    engine = FakeEngine(agent_ops={"proc_output": lambda p: {"data": "hello\n"[p["since"]:], "next": 6, "size": 6}})
+    settings = Settings(home=tmp_path)
+    async with open_services(settings, engine=engine) as services:
+        rec = await services.sandboxes.create(name="quiet")
+    store = await Store.open(settings.db_path)
+    try:
+        await store.sandboxes.update(rec.id, last_used_at=1.0)  # idle for ages
+        await store.processes.insert(ProcessRecord("p-000001", rec.id, "agent-1", 7, "echo hello", None, 2.0))
+    finally:
+        await store.close()
+    async with open_services(settings, engine=engine, serve=False, read_only=True) as services:
+        with acting_as(tenancy.OPERATOR):
+            [(info, output)] = await services.processes.tail("quiet", 3)
+    assert (info.id, output) == ("p-000001", "lo\n")
+    store = await Store.open(settings.db_path)
+    try:
+        after = await store.sandboxes.get(rec.id)
+        assert after is not None and after.last_used_at == 1.0  # looking is not using
+        [proc] = await store.processes.list(rec.id)
+        assert proc.cursor == 0  # no client's read position moved
+    finally:
+        await store.close()

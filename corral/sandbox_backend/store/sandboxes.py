@@ -31,6 +31,11 @@ class SandboxTable:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def read_only(self) -> bool:
+        """Opened by a command that may only look (next to a live server)."""
+        return self._db.read_only
+
     async def insert(self, rec: SandboxRecord, check: UsageCheck | None = None) -> None:
         """Insert; `check` sees the server's and the record's tenant's usage in the same
         transaction, so concurrent creates (from any process) cannot overshoot a quota together.
