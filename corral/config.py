@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +59,65 @@ class ExecPolicy:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """What one tenant may hold at once, on top of the server's own maxima; None = no tenant limit."""
+
+    sandboxes: int | None = None
+    memory_mb: int | None = None
+    disk_mb: int | None = None
+    executions: int | None = None  # run_command / run_code / git network calls in flight
+
+    def over(self, base: Quota) -> Quota:
+        """This quota, with `base`'s value wherever this one sets none."""
+        return Quota(
+            *(mine if mine is not None else theirs for mine, theirs in zip(astuple(self), astuple(base), strict=True))
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None]
+        return ", ".join(parts) or "none"
+
+
+QUOTA_KEYS = tuple(f.name for f in fields(Quota))
+
+
+def parse_quota(spec: str, *, source: str = "CORRAL_TENANT_QUOTA") -> Quota:
+    """`sandboxes=5,memory_mb=8192,disk_mb=20480,executions=4` (any subset)."""
+    values: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        key, _, raw = part.partition("=")
+        key = key.strip()
+        if key not in QUOTA_KEYS:
+            raise ConfigurationError(f"{source}: unknown quota {key!r}; use {', '.join(QUOTA_KEYS)}")
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigurationError(f"{source}: {key} must be a whole number (got {raw.strip()!r})") from None
+        if value < 0:
+            raise ConfigurationError(f"{source}: {key} must be 0 or more (got {value})")
+        values[key] = value
+    return Quota(**values)
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """Corral as an OAuth 2.1 resource server: JWT access tokens from one issuer (RFC 9068 style),
+    checked against the issuer's JWKS. Off unless `issuer` is set."""
+
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()  # default: the server's public URL (and its /mcp and /sse)
+    jwks_url: str | None = None  # default: from the issuer's metadata (RFC 8414 / OpenID discovery)
+    tenant_claim: str = "sub"
+    scopes: tuple[str, ...] = ()  # scopes every token must carry
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=default_home)
     image: str = DEFAULT_IMAGE
@@ -90,6 +149,13 @@ class Settings:
     # schemas would double what tools/list costs a model's context; results carry
     # structuredContent either way.
     output_schemas: bool = False
+    # Every tenant's quota unless its token sets its own; CORRAL_TENANT_QUOTA.
+    tenant_quota: Quota = Quota()
+    # How long audit records are kept; CORRAL_AUDIT_DAYS.
+    audit_days: float = 30.0
+    oauth: OAuthSettings = OAuthSettings()
+    # The URL clients reach this server at (OAuth resource identifier); CORRAL_PUBLIC_URL.
+    public_url: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -115,11 +181,21 @@ class Settings:
             max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
             docker_url=env.get("DOCKER_HOST"),
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
-            git_allow_private=tuple(h.strip() for h in env.get("CORRAL_GIT_ALLOW_PRIVATE", "").split(",") if h.strip()),
+            git_allow_private=_csv(env.get("CORRAL_GIT_ALLOW_PRIVATE", "")),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
             images=image_patterns("CORRAL_IMAGES") if env.get("CORRAL_IMAGES", "").strip() else None,
             image_pull=image_patterns("CORRAL_IMAGE_PULL"),
             output_schemas=env_flag("CORRAL_OUTPUT_SCHEMAS"),
+            tenant_quota=parse_quota(env.get("CORRAL_TENANT_QUOTA", "")),
+            audit_days=env_number("CORRAL_AUDIT_DAYS", 30.0, float, low=0.01),
+            oauth=OAuthSettings(
+                issuer=env.get("CORRAL_OAUTH_ISSUER") or None,
+                audience=_csv(env.get("CORRAL_OAUTH_AUDIENCE", "")),
+                jwks_url=env.get("CORRAL_OAUTH_JWKS_URL") or None,
+                tenant_claim=env.get("CORRAL_OAUTH_TENANT_CLAIM") or "sub",
+                scopes=_csv(env.get("CORRAL_OAUTH_SCOPES", "")),
+            ),
+            public_url=env.get("CORRAL_PUBLIC_URL") or None,
         )
 
 
@@ -164,6 +240,8 @@ def image_patterns(name: str) -> tuple[str, ...]:
                 "'ghcr.io/org/*' or '*')"
             )
     return patterns
+def _csv(spec: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in spec.split(",") if part.strip())
 
 
 def parse_host_dirs(spec: str) -> tuple[Path, ...]:

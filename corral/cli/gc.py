@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 
 from corral.cli._common import log_to_stderr, settings_from
+from corral.cli._output import add_json_flag, print_json
 
 
 def add_parser(sub: Any) -> None:
@@ -17,6 +18,7 @@ def add_parser(sub: Any) -> None:
         "(never what a live server uses)",
     )
     g.add_argument("--dry-run", action="store_true", help="only list them; opens the state read-only")
+    add_json_flag(g)
     g.set_defaults(func=run)
 
 
@@ -35,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
             return plan
 
     plan = anyio.run(collect)
+    if args.json:
+        as_dict = lambda item: {"kind": item.kind, "id": item.id, "name": item.name, "reason": item.reason}  # noqa: E731
+        print_json({
+            "dry_run": args.dry_run,
+            "removed" if not args.dry_run else "would_remove": [as_dict(i) for i in plan.removable],
+            "kept": [as_dict(i) for i in plan.kept],
+        })
+        return 0
     verb = "would remove" if args.dry_run else "removed"
     removable = plan.removable
     print(f"{verb} {len(removable)} leftover(s)" + (":" if removable else ""))

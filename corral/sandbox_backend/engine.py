@@ -114,6 +114,16 @@ class ExecOutput:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """A container's resource use, sampled now."""
+
+    cpu_percent: float | None  # of one core (200.0 = two cores busy); None if not measurable
+    memory_bytes: int
+    memory_limit: int
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What this engine can do beyond the common operations."""
 
@@ -164,8 +174,16 @@ class Engine(Protocol):
         attached again after a host reboot)."""
         ...
 
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        """Stop (SIGTERM, then SIGKILL after `timeout` s); its filesystem stays for a later start."""
+        ...
+
     async def remove(self, container_id: str) -> None:
         """Remove with force; a container that is already gone is not an error."""
+        ...
+
+    async def stats(self, container_id: str) -> ContainerStats | None:
+        """Resource use of a running container; None if it is not running (or gone)."""
         ...
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:

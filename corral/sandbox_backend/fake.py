@@ -29,6 +29,7 @@ from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     EventHandler,
     ExecOutput,
     ExecStream,
@@ -299,6 +300,21 @@ class FakeEngine:
             container.started_at = time.time()
             await self.emit(container_id, "start")
 
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        self._enter("stop", container_id)
+        container = self._get(container_id, "stop container")
+        if container.status == "running":
+            container.status = "exited"
+            await self.emit(container_id, "die")
+            await self.emit(container_id, "stop")
+
+    async def stats(self, container_id: str) -> ContainerStats | None:
+        self._enter("stats", container_id)
+        container = self.containers.get(container_id)
+        if container is None or container.status != "running":
+            return None
+        return ContainerStats(cpu_percent=0.5, memory_bytes=16 * 1024 * 1024, memory_limit=container.spec.memory_bytes)
+
     async def remove(self, container_id: str) -> None:
         self._enter("remove", container_id)
         if container_id in self.containers:
@@ -345,8 +361,10 @@ class FakeEngine:
         stderr_keep: int = 64 * 1024,
     ) -> ExecOutput:
         self._enter("exec_collect", container_id)
-        self._get(container_id, "exec in container")
+        container = self._get(container_id, "exec in container")
         self.execs.append((list(argv), dict(env or {})))
+        if list(argv) == ["uname", "-r"]:  # gVisor's kernel says 4.4.0; runc shows the host's
+            return ExecOutput(0, b"4.4.0\n" if "runsc" in container.spec.runtime else b"6.1.0\n", b"")
         return ExecOutput(0, b"", b"")
 
     async def create_volume(self, spec: VolumeSpec) -> None:

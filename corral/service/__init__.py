@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import anyio
 
 from corral.config import Settings
-from corral.errors import BackendUnavailable
+from corral.errors import BackendUnavailable, CorralError
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import Store
+from corral.service import tenancy
 from corral.service.agents import AgentPool
 from corral.service.audit import Auditor
 from corral.service.containers import Containers
@@ -26,11 +27,13 @@ from corral.service.execution import Execution
 from corral.service.files import Files
 from corral.service.git import Git
 from corral.service.instances import Instances
+from corral.service.inventory import Inventory
 from corral.service.ports import Ports
 from corral.service.processes import Processes
 from corral.service.reconcile import Reconciler
 from corral.service.sandboxes import SandboxService
 from corral.service.supervisor import supervise
+from corral.service.tenants import Tenants
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class Services:
     audit: Auditor
     instances: Instances
     reconciler: Reconciler
+    tenants: Tenants
+    inventory: Inventory
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -86,29 +91,38 @@ async def open_services(
                 processes=Processes(sandboxes, store.processes, settings.exec),
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host, instances),
                 git=Git(sandboxes, engine, containers, settings, store.git_remotes),
-                audit=Auditor(store.audit),
+                audit=Auditor(store.audit, settings.audit_days),
                 instances=instances,
                 reconciler=Reconciler(engine, store.sandboxes, store.helpers, instances, containers),
+                tenants=Tenants(store.tokens, settings),
+                inventory=Inventory(engine, store.sandboxes, containers),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
             sandboxes.on_delete(services.git.forget_sandbox)
+            sandboxes.on_gone(services.ports.stop_listening)
             if serve:
-                await instances.register()
-                try:
-                    await services.reconciler.apply(await services.reconciler.plan(), remove_orphans=False)
-                except BackendUnavailable as exc:
-                    log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
-                except Exception:
-                    log.exception("could not reconcile with the engine")
-                try:
-                    await services.ports.restore()
-                except Exception:
-                    log.exception("could not re-open the exposed ports")
-                sandboxes.watch_events(tg)
-                instances.on_heartbeat(services.ports.restore)
-                supervise(tg, "heartbeat", instances.run)
+                # The server's own work (reconcile, events, restored ports) acts for every tenant.
+                with tenancy.acting_as(tenancy.OPERATOR):
+                    await instances.register()
+                    try:
+                        await services.reconciler.apply(await services.reconciler.plan(), remove_orphans=False)
+                    except BackendUnavailable as exc:
+                        log.warning("Docker is not reachable; sandboxes will be checked on first use: %s", exc)
+                    except Exception:
+                        log.exception("could not reconcile with the engine")
+                    try:
+                        await services.ports.restore()
+                    except Exception:
+                        log.exception("could not re-open the exposed ports")
+                    try:
+                        await services.audit.prune()
+                    except CorralError as exc:
+                        log.warning("could not prune old audit records: %s", exc)
+                    sandboxes.watch_events(tg)
+                    instances.on_heartbeat(services.ports.restore)
+                    supervise(tg, "heartbeat", instances.run)
             try:
                 yield services
             finally:

@@ -16,7 +16,12 @@ OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
 class SandboxAccess(Protocol):
     async def resolve(self, ref: str) -> SandboxRecord:
-        """The sandbox with this id or name (SandboxNotFound otherwise); nothing is started."""
+        """The caller's sandbox with this id or name (SandboxNotFound otherwise, also for another
+        tenant's); nothing is started."""
+        ...
+
+    async def list_all(self) -> list[SandboxRecord]:
+        """The caller's sandboxes."""
         ...
 
     async def use(self, ref: str) -> SandboxRecord:

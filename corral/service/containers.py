@@ -129,6 +129,22 @@ class Containers:
             init=True,
         )
 
+    def probe_spec(self, runtime: str, image: str) -> ContainerSpec:
+        """A tiny, short-lived container that only proves a runtime works (`corral doctor`)."""
+        return ContainerSpec(
+            name=f"corral-doctor-{secrets.token_hex(4)}",
+            image=image,
+            runtime=runtime,
+            labels={**self._labels(), LABEL_ROLE: "doctor"},
+            memory_bytes=128 * 1024 * 1024,
+            nano_cpus=int(0.5 * 1e9),
+            pids_limit=256,
+            user=SANDBOX_USER,
+            workdir="/tmp",
+            command=("sleep", "60"),
+            hostname="corral-doctor",
+        )
+
     def helper_spec(
         self,
         rec: SandboxRecord,

@@ -30,6 +30,7 @@ from corral.errors import CorralError, InvalidRequest, QuotaExceeded, SandboxNot
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import PortRecord
 from corral.sandbox_backend.store.processes import PortTable
+from corral.service import tenancy
 from corral.service.access import SandboxAccess
 from corral.service.instances import Instances
 
@@ -131,8 +132,11 @@ class Ports:
         return port_info(rec, False)
 
     async def list(self, ref: str | None = None) -> list[PortInfo]:
-        sandbox_id = (await self._sandboxes.resolve(ref)).id if ref else None
-        records = await self._table.list(sandbox_id)
+        if ref:
+            records = await self._table.list((await self._sandboxes.resolve(ref)).id)
+        else:  # the caller's sandboxes' ports only
+            mine = {rec.id for rec in await self._sandboxes.list_all()}
+            records = [r for r in await self._table.list() if r.sandbox_id in mine]
         live = await self._instances.live()
         elsewhere = {r.instance_id for r in records} & live - {self._instances.id}
         return [port_info(r, (r.sandbox_id, r.port) in self._forwards or r.instance_id in elsewhere) for r in records]
@@ -189,6 +193,13 @@ class Ports:
                 self._stop(*key)
             await self._table.delete(sandbox_id)
 
+    async def stop_listening(self, sandbox_id: str) -> None:
+        """The sandbox's container is gone: stop its listeners (the records are left to whoever
+        deleted it, or stay for a lost sandbox, shown inactive)."""
+        async with self._lock:
+            for key in [k for k in self._forwards if k[0] == sandbox_id]:
+                self._stop(*key)
+
     async def close_all(self) -> None:
         """Stop every listener (server shutdown); the records stay for the next start."""
         for key in list(self._forwards):
@@ -235,7 +246,9 @@ class Ports:
     async def _connect(self, rec: PortRecord, client: SocketStream) -> None:
         async with client:
             try:
-                sandbox = await self._sandboxes.use(rec.sandbox_id)
+                # The server forwards a port it recorded, whoever asked for it and in whatever task.
+                with tenancy.acting_as(tenancy.OPERATOR):
+                    sandbox = await self._sandboxes.use(rec.sandbox_id)
                 if sandbox.container_id is None:
                     return
                 argv = self._sandboxes.agent_argv(sandbox, "tcp-relay", TARGET_HOST, str(rec.port))

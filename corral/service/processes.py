@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from corral.config import WORKDIR, ExecPolicy
-from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidRequest, QuotaExceeded
+from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidRequest, QuotaExceeded, SandboxNotFound
 from corral.sandbox_backend.store import ProcessRecord
 from corral.sandbox_backend.store.processes import ProcessTable
 from corral.service.access import SandboxAccess
@@ -103,6 +103,11 @@ class Processes:
 
     async def _record(self, process_id: str) -> ProcessRecord:
         rec = await self._table.get(check_process_id(process_id))
+        if rec is not None:
+            try:  # a process belongs to its sandbox's tenant: another tenant's is answered as missing
+                await self._sandboxes.resolve(rec.sandbox_id)
+            except SandboxNotFound:
+                rec = None
         if rec is None:
             raise InvalidRequest(
                 f"no process with id {process_id!r}; it was never started here, or its sandbox was deleted. "
@@ -307,6 +312,27 @@ class Processes:
     async def list_processes(self, ref: str) -> list[ProcessInfo]:
         sandbox = await self._sandboxes.resolve(ref)
         return [ProcessInfo.from_record(rec) for rec in await self._refresh(sandbox.id)]
+
+    async def tail(self, ref: str, max_bytes: int = 4096) -> list[tuple[ProcessInfo, str | None]]:
+        """Each background process of a sandbox with the end of its output (None when it cannot be
+        read: the sandbox is not running). Moves no read cursor, writes nothing, starts nothing:
+        for the operator's `corral logs` next to a live server."""
+        sandbox = await self._sandboxes.resolve(ref)
+        result: list[tuple[ProcessInfo, str | None]] = []
+        for rec in await self._table.list(sandbox.id):
+            text: str | None = None
+            if sandbox.status == "running":
+                try:
+                    params = {"proc_id": rec.agent_id, "since": 0, "max_bytes": 1, "wait": 0}
+                    size = (await self._sandboxes.request(sandbox.id, "proc_output", params, timeout=30)).get("size")
+                    start = max(0, size - max_bytes) if isinstance(size, int) else 0
+                    params = {**params, "since": start, "max_bytes": max_bytes}
+                    res = await self._sandboxes.request(sandbox.id, "proc_output", params, timeout=30)
+                    text = str(res.get("data", ""))
+                except CorralError as exc:
+                    text = f"(output not readable: {exc})"
+            result.append((ProcessInfo.from_record(rec), text))
+        return result
 
     async def forget_sandbox(self, sandbox_id: str) -> None:
         """Drop the process records of a deleted sandbox (its processes died with its container)."""

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import MIB, RUNTIME_RUNC, WORKDIR, Limits, Settings
+from corral.config import MIB, RUNTIME_RUNC, WORKDIR, Limits, Quota, Settings
 from corral.errors import (
     CorralError,
     InvalidRequest,
@@ -34,8 +34,9 @@ from corral.errors import (
 )
 from corral.sandbox_backend.archive import tar_directory
 from corral.sandbox_backend.engine import Engine
-from corral.sandbox_backend.store import SandboxRecord
+from corral.sandbox_backend.store import SandboxRecord, SandboxUsage
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.service import tenancy
 from corral.service.agents import AgentPool
 from corral.service.containers import LABEL_ROLE, LABEL_SANDBOX, SANDBOX_UID, Containers
 from corral.service.images import ImagePolicy
@@ -59,6 +60,12 @@ class SandboxService:
         self._images = ImagePolicy(settings, engine)
         self._locks: dict[str, anyio.Lock] = {}
         self._on_delete: list[DeleteHook] = []
+        self._on_gone: list[DeleteHook] = []
+
+    def on_gone(self, hook: DeleteHook) -> None:
+        """Call `hook(sandbox_id)` when the engine reports a sandbox's container removed (by this
+        process or any other), to drop in-memory state; the records are the deleter's business."""
+        self._on_gone.append(hook)
 
     def on_delete(self, hook: DeleteHook) -> None:
         """Call `hook(sandbox_id)` while a sandbox is deleted, before its record goes."""
@@ -85,18 +92,26 @@ class SandboxService:
     # -- lookup ---------------------------------------------------------------------------------
 
     async def resolve(self, ref: str) -> SandboxRecord:
+        """The caller's sandbox with this id or name. Another tenant's sandbox is answered exactly
+        like a missing one, and the hint lists only the caller's own."""
         if not isinstance(ref, str) or not ref.strip():
             raise InvalidRequest("`sandbox` must be a sandbox id (sb-xxxxxxxx) or name")
-        rec = await self._table.get(ref.strip())
-        if rec is None:
-            known = await self._table.list()
+        who = tenancy.caller()
+        found = await self._table.find(ref.strip(), who.tenant)
+        if not found:
+            known = await self._table.list(who.tenant)
             listing = ", ".join(f"{r.id} ({r.name})" if r.name else r.id for r in known[:20])
             listing = listing or "none yet; create one with create_sandbox"
             raise SandboxNotFound(f"no sandbox with id or name {ref!r}. Known sandboxes: {listing}")
-        return rec
+        if len(found) > 1:  # only the operator sees several tenants' names at once
+            owners = ", ".join(f"{r.id} (tenant {r.tenant})" for r in found)
+            raise InvalidRequest(f"several tenants have a sandbox named {ref!r}: {owners}; use the id")
+        tenancy.note_sandbox(found[0].id)
+        return found[0]
 
     async def list_all(self) -> list[SandboxRecord]:
-        return await self._table.list()
+        """The caller's sandboxes (every tenant's for the operator)."""
+        return await self._table.list(tenancy.caller().tenant)
 
     async def get(self, ref: str) -> SandboxRecord:
         return await self._refresh(await self.resolve(ref))
@@ -114,9 +129,11 @@ class SandboxService:
         labels: Mapping[str, str] | None = None,
     ) -> SandboxRecord:
         settings = self.settings
+        who = tenancy.caller()
+        tenant = who.tenant or tenancy.LOCAL
         if name is not None:
             check_name(name)
-            if await self._table.get(name) is not None:
+            if await self._table.get(name, tenant) is not None:
                 raise InvalidRequest(_name_taken(name))
         image = check_image(image or settings.image)
         limits = settings.limits
@@ -124,18 +141,16 @@ class SandboxService:
         cpu = limits.cpus if cpus is None else _check_cpus(cpus)
         disk = _check_disk(limits, disk_mb)
         user_labels = check_labels(labels or {})
-        if await self._table.count() >= settings.max_sandboxes:
-            raise QuotaExceeded(
-                f"this server allows at most {settings.max_sandboxes} sandboxes; delete one first "
-                "(list_sandboxes shows them)"
-            )
+        unlimited = settings.unsafe_no_disk_limit
+        quota = Quotas(settings.max_sandboxes, tenant, who.quota, memory, 0 if unlimited else disk)
+        # Refuse early, before pulling anything; the insert below checks again atomically.
+        quota.check(await self._table.usage(), await self._table.usage(tenant))
         runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
         await self._check_runtime(runtime)
         await self._images.ensure(image)
 
         now = time.time()
         sandbox_id = f"sb-{secrets.token_hex(4)}"
-        unlimited = settings.unsafe_no_disk_limit
         rec = SandboxRecord(
             id=sandbox_id,
             name=name,
@@ -153,9 +168,10 @@ class SandboxService:
             disk_bytes=None if unlimited else disk,
             volume=None if unlimited else self._containers.volume_name(sandbox_id),
             created_by=settings.instance_id,
+            tenant=tenant,
         )
         try:
-            await self._table.insert(rec)
+            await self._table.insert(rec, quota.check)
         except StoreConflict:
             # Another call took the name between our check and our insert.
             raise InvalidRequest(_name_taken(name or rec.id)) from None
@@ -178,6 +194,7 @@ class SandboxService:
             rec = rec.with_(container_id=container_id, status="running")
             await self._agents.get(rec)
             await self._table.update(rec.id, status="running")
+            tenancy.note_sandbox(rec.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._agents.drop(rec.id)
@@ -246,7 +263,8 @@ class SandboxService:
         info = await self._engine.inspect(rec.container_id)
         status = "lost" if info is None else ("running" if info.running else "stopped")
         if status != rec.status:
-            await self._table.update(rec.id, status=status)
+            if not self._table.read_only:  # a looking-only command reports, the server records
+                await self._table.update(rec.id, status=status)
             rec = rec.with_(status=status)
         return rec
 
@@ -260,6 +278,11 @@ class SandboxService:
             return
         if action != "start":
             await self._agents.drop(sandbox_id)
+        if action == "destroy":
+            # Whoever removed it (this server, `corral rm`, another server, someone with docker),
+            # what this process holds for it in memory (port listeners) is of no use any more.
+            for hook in self._on_gone:
+                await hook(sandbox_id)
         rec = await self._table.get(sandbox_id)
         if rec is None or rec.status == "creating":
             return
@@ -292,10 +315,36 @@ class SandboxService:
                 rec = rec.with_(status="running")
             return await self._touch(rec)
 
+    async def stop(self, ref: str) -> SandboxRecord:
+        """Stop the sandbox's container (its files stay; the next use starts it again)."""
+        rec = await self.resolve(ref)
+        async with self._lock(rec.id):
+            rec = await self._refresh(rec)
+            if rec.status == "lost" or rec.container_id is None:
+                raise SandboxLost(f"sandbox {rec.id} has no container to stop (status {rec.status})")
+            await self._agents.drop(rec.id)
+            await self._engine.stop(rec.container_id)
+            await self._table.update(rec.id, status="stopped")
+            return rec.with_(status="stopped")
+
+    async def start_again(self, ref: str) -> SandboxRecord:
+        """Start a stopped sandbox's container (an operator's `corral start`)."""
+        rec = await self.resolve(ref)
+        async with self._lock(rec.id):
+            rec = await self._refresh(rec)
+            if rec.status == "lost" or rec.container_id is None:
+                raise SandboxLost(f"sandbox {rec.id} has no container to start (status {rec.status}); delete it")
+            if rec.status != "running":
+                await self._agents.drop(rec.id)
+                await self._engine.start(rec.container_id)
+                await self._table.update(rec.id, status="running")
+            return rec.with_(status="running")
+
     async def _touch(self, rec: SandboxRecord) -> SandboxRecord:
         now = time.time()
         # A commit per call would cost more than the call itself; minute precision is plenty.
-        if now - rec.last_used_at > 60:
+        # An operator looking (`corral logs`, read-only) is not a use.
+        if now - rec.last_used_at > 60 and not self._table.read_only:
             await self._table.update(rec.id, last_used_at=now)
             return rec.with_(last_used_at=now)
         return rec
@@ -321,6 +370,42 @@ class SandboxService:
         """When the sandbox's agent daemon started (from its hello), if connected: tells a
         restarted sandbox apart."""
         return self._agents.agent_started.get(sandbox_id)
+
+class Quotas:
+    """The limits one create must stay within: the server's and its tenant's."""
+
+    def __init__(self, server_max: int, tenant: str, quota: Quota, memory_bytes: int, disk_bytes: int = 0) -> None:
+        self.server_max = server_max
+        self.tenant = tenant
+        self.quota = quota
+        self.memory_mb = memory_bytes // MIB
+        self.disk_mb = disk_bytes // MIB
+
+    def check(self, server: SandboxUsage, mine: SandboxUsage) -> None:
+        if server.count >= self.server_max:
+            raise QuotaExceeded(
+                f"this server allows at most {self.server_max} sandboxes and holds {server.count}; delete one "
+                "first (list_sandboxes shows yours)"
+            )
+        q, who = self.quota, f"tenant {self.tenant!r}"
+        if q.sandboxes is not None and mine.count >= q.sandboxes:
+            raise QuotaExceeded(
+                f"{who} may keep {q.sandboxes} sandbox(es) (quota sandboxes={q.sandboxes}) and has {mine.count}; "
+                "delete one first (list_sandboxes shows them)"
+            )
+        used = mine.memory_bytes // MIB
+        if q.memory_mb is not None and used + self.memory_mb > q.memory_mb:
+            raise QuotaExceeded(
+                f"{who} may use {q.memory_mb} MiB of memory in all (quota memory_mb={q.memory_mb}); its sandboxes "
+                f"use {used} MiB and this one asks for {self.memory_mb} MiB. Ask for less memory_mb or delete one"
+            )
+        used = mine.disk_bytes // MIB
+        if q.disk_mb is not None and used + self.disk_mb > q.disk_mb:
+            raise QuotaExceeded(
+                f"{who} may use {q.disk_mb} MiB of disk in all (quota disk_mb={q.disk_mb}); its sandboxes use "
+                f"{used} MiB and this one asks for {self.disk_mb} MiB"
+            )
+
 
 def _name_taken(name: str) -> str:
     return f"a sandbox named {name!r} already exists; pick another name or use it"

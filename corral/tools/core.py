@@ -76,5 +76,5 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(list_sandboxes, "List sandboxes", read_only=True, idempotent=True),
     ToolSpec(get_sandbox, "Get sandbox", read_only=True, idempotent=True),
     ToolSpec(delete_sandbox, "Delete sandbox", destructive=True, idempotent=True),
-    ToolSpec(run_command, "Run shell command", destructive=True),
+    ToolSpec(run_command, "Run shell command", destructive=True, executes=True),
 ]

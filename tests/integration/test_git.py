@@ -276,8 +276,9 @@ async def test_credentials_never_leak(
         remotes = await sh(client, sandbox, f"cd {path} && git remote -v && git config --list --show-origin")
         assert "pw-" not in remotes and f"{USER}:" not in remotes
         assert (await sh(client, sandbox, f"cd {path} && git remote get-url origin")).strip() == url
-    grep = await call(client, "run_command", sandbox=sandbox,
-                      command=f"grep -rlaF -e {password} -e {basic} -e {wrong} /workspace /tmp 2>/dev/null")
+    # The secrets reach grep through the environment: the audit records commands, never env values.
+    grep = await call(client, "run_command", sandbox=sandbox, env={"P1": password, "P2": basic, "P3": wrong},
+                      command='grep -rlaF -e "$P1" -e "$P2" -e "$P3" /workspace /tmp 2>/dev/null')
     assert grep["stdout"] == "", grep
     # 3. SQLite (the database and its write-ahead log) and the audit records in it
     for db_file in settings.home.glob("corral.db*"):

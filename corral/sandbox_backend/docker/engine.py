@@ -31,6 +31,7 @@ from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     EventHandler,
     ExecOutput,
     StderrListener,
@@ -71,6 +72,25 @@ def _when(stamp: object) -> float | None:
 
 def _is_local(base_url: str | None) -> bool:
     return not base_url or base_url.startswith(("unix://", "/"))
+
+
+def _stats(raw: Mapping[str, Any]) -> ContainerStats | None:
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    memory = raw.get("memory_stats") or {}
+    if not memory and not cpu.get("cpu_usage"):
+        return None  # a stopped container reports nothing
+    used = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cores = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    percent = used / system * cores * 100.0 if system > 0 and used >= 0 and pre.get("system_cpu_usage") else None
+    # Like `docker stats`: page cache the kernel can drop is not counted as used.
+    cache = (memory.get("stats") or {}).get("total_inactive_file", 0)
+    return ContainerStats(
+        cpu_percent=percent,
+        memory_bytes=max(0, int(memory.get("usage", 0)) - int(cache)),
+        memory_limit=int(memory.get("limit", 0)),
+        pids=(raw.get("pids_stats") or {}).get("current"),
+    )
 
 
 class DockerEngine:
@@ -211,6 +231,20 @@ class DockerEngine:
             self._client.api.start(container_id)
 
         await self._run("start container", start)
+
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        await self._run("stop container", lambda: self._client.api.stop(container_id, timeout=int(timeout)))
+
+    async def stats(self, container_id: str) -> ContainerStats | None:
+        def sample() -> ContainerStats | None:
+            try:
+                # Not streamed: Docker waits for a second sample so the CPU share can be computed.
+                raw = self._client.api.stats(container_id, stream=False)
+            except docker.errors.NotFound:
+                return None
+            return _stats(raw)
+
+        return await self._run("read container stats", sample)
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:

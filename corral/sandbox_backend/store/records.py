@@ -24,19 +24,45 @@ class SandboxRecord:
     disk_bytes: int | None = None  # the size of its /workspace; None: no limit (operator's choice)
     volume: str | None = None  # the volume that holds /workspace
     created_by: str | None = None  # the server instance that created it
+    tenant: str = "local"  # who owns it: a token's name, an OAuth subject, "local" (stdio)
 
     def with_(self, **changes: Any) -> SandboxRecord:
         return replace(self, **changes)
 
 
 @dataclass(frozen=True)
+class SandboxUsage:
+    """What a set of sandboxes holds: how many, and their memory and disk limits added up."""
+
+    count: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     ts: float
     tool: str
-    sandbox: str | None
-    outcome: str
+    sandbox: str | None  # the resolved id, never the name as typed
+    outcome: str  # ok | error | crash
     detail: str | None
     duration_ms: float
+    tenant: str | None = None
+    summary: str | None = None  # what was asked, without secrets or file contents
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An HTTP tenant's bearer token: only its SHA-256 is stored."""
+
+    name: str
+    hash: str
+    created_at: float
+    last_used_at: float | None = None
+    max_sandboxes: int | None = None
+    max_memory_mb: int | None = None
+    max_disk_mb: int | None = None
+    max_executions: int | None = None
 
 
 @dataclass(frozen=True)

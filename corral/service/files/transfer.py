@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 
 from corral.errors import AgentFailure, CorralError, InvalidRequest, PayloadTooLarge
+from corral.service import tenancy
 from corral.service.files.deps import FileDeps
 from corral.service.files.models import Transfer
 from corral.service.files.paths import check_not_agent_state, sandbox_path
@@ -31,6 +32,12 @@ MAX_TRANSFER_FILES = 5000
 
 
 def _allowed_dirs(deps: FileDeps) -> list[Path]:
+    who = tenancy.caller()
+    if not who.may_use_host_dirs:
+        raise InvalidRequest(
+            f"upload and download are off for tenant {who.label!r}: the server's host directories are shared by "
+            "every tenant. Use write_file/read_file."
+        )
     dirs = [Path(d).expanduser().resolve() for d in deps.host_dirs]
     if not dirs:
         raise InvalidRequest(
