@@ -153,7 +153,8 @@ async def test_every_tool_answers_another_tenants_sandbox_exactly_like_a_missing
         # Alice's sandbox, file, process and port are untouched.
         got = await call_ok(alice, "get_sandbox", sandbox=alices.sandbox)
         assert got["status"] == "running"
-        assert (await call_ok(alice, "read_file", sandbox="a-box", path="secret.txt", raw=True))["content"] == SECRET_CONTENT
+        read = await call_ok(alice, "read_file", sandbox="a-box", path="secret.txt", raw=True)
+        assert read["content"] == SECRET_CONTENT
         [proc] = (await call_ok(alice, "list_processes", sandbox="a-box"))["processes"]
         assert proc["id"] == alices.process and proc["running"]
         ports = (await call_ok(alice, "list_ports"))["ports"]
