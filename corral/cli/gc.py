@@ -11,7 +11,9 @@ from corral.cli._common import log_to_stderr, settings_from
 
 
 def add_parser(sub: Any) -> None:
-    g = sub.add_parser("gc", help="remove containers labelled by this data dir that have no sandbox record")
+    g = sub.add_parser(
+        "gc", help="remove containers labelled by this data dir that have no sandbox record, and unused networks/rules"
+    )
     g.add_argument("--dry-run", action="store_true")
     g.set_defaults(func=run)
 
@@ -21,14 +23,18 @@ def run(args: argparse.Namespace) -> int:
 
     log_to_stderr("WARNING")
 
-    async def collect() -> list[str]:
+    async def collect() -> tuple[list[str], list[str]]:
         # A live server may use this data dir: start nothing, restore nothing; a dry run writes nothing.
         async with open_services(settings_from(args), serve=False, read_only=args.dry_run) as services:
             if args.dry_run:
-                return (await services.sandboxes.reconcile(dry_run=True))["orphans"]
-            return await services.sandboxes.gc()
+                orphans = (await services.sandboxes.reconcile(dry_run=True))["orphans"]
+                return orphans, await services.network.gc(dry_run=True)
+            removed = await services.sandboxes.gc()
+            return removed, await services.network.gc()
 
-    names = anyio.run(collect)
+    names, fabric = anyio.run(collect)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(names)} orphaned container(s)" + (": " + ", ".join(names) if names else ""))
+    if fabric:
+        print(f"{verb} the unused sandbox network and its rules: " + ", ".join(fabric))
     return 0

@@ -23,6 +23,7 @@ from corral.service.containers import Containers
 from corral.service.execution import Execution
 from corral.service.files import Files
 from corral.service.git import Git
+from corral.service.network import NetworkService
 from corral.service.ports import Ports
 from corral.service.processes import Processes
 from corral.service.sandboxes import SandboxService
@@ -42,6 +43,7 @@ class Services:
     ports: Ports
     git: Git
     audit: Auditor
+    network: NetworkService
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -63,7 +65,14 @@ async def open_services(
         async with anyio.create_task_group() as tg:
             containers = Containers(settings)
             agents = AgentPool(engine, tg)
-            sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers)
+
+            async def sandbox_ids() -> set[str]:
+                return {rec.id for rec in await store.sandboxes.list()}
+
+            network = NetworkService(
+                settings, engine, containers, store.egress, sandbox_ids=sandbox_ids, serve=serve and not read_only
+            )
+            sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers, network)
             services = Services(
                 settings=settings,
                 sandboxes=sandboxes,
@@ -71,15 +80,18 @@ async def open_services(
                 files=Files(sandboxes, settings.exec, settings.host_dirs),
                 processes=Processes(sandboxes, store.processes, settings.exec),
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host),
-                git=Git(sandboxes, engine, containers, settings, store.git_remotes),
+                git=Git(sandboxes, engine, containers, settings, store.git_remotes, network),
                 audit=Auditor(store.audit),
+                network=network,
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
             sandboxes.on_delete(services.git.forget_sandbox)
+            sandboxes.on_delete(network.forget_sandbox)
             if serve:
                 await sandboxes.start(tg)
+                await network.start(tg)
                 try:
                     await services.ports.restore(await sandboxes.list_all())
                 except Exception:
@@ -89,6 +101,7 @@ async def open_services(
             finally:
                 await services.ports.close_all()
                 await agents.close_all()
+                await network.close()
                 tg.cancel_scope.cancel()
     finally:
         await engine.close()

@@ -11,13 +11,13 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import RUNTIME_RUNC, WORKDIR, Settings
+from corral.config import RUNTIME_GVISOR_NET, RUNTIME_RUNC, WORKDIR, Settings
 from corral.errors import (
     BackendUnavailable,
     CorralError,
@@ -36,6 +36,7 @@ from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.service.agents import AgentPool
 from corral.service.containers import LABEL_SANDBOX, Containers
 from corral.service.images import ImagePolicy
+from corral.service.network import NetworkService, Policy
 from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
 
@@ -46,10 +47,17 @@ DeleteHook = Callable[[str], Awaitable[None]]  # gets the id of a sandbox being 
 
 class SandboxService:
     def __init__(
-        self, settings: Settings, engine: Engine, table: SandboxTable, agents: AgentPool, containers: Containers
+        self,
+        settings: Settings,
+        engine: Engine,
+        table: SandboxTable,
+        agents: AgentPool,
+        containers: Containers,
+        network: NetworkService | None = None,
     ) -> None:
         self.settings = settings
         self._engine = engine
+        self._network = network
         self._table = table
         self._agents = agents
         self._containers = containers
@@ -106,8 +114,11 @@ class SandboxService:
         memory_mb: int | None = None,
         cpus: float | None = None,
         labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        allow: Sequence[str] | None = None,
     ) -> SandboxRecord:
         settings = self.settings
+        policy = self._policy(network, allow)
         if name is not None:
             check_name(name)
             if await self._table.get(name) is not None:
@@ -122,7 +133,7 @@ class SandboxService:
                 f"this server allows at most {settings.max_sandboxes} sandboxes; delete one first "
                 "(list_sandboxes shows them)"
             )
-        runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
+        runtime = RUNTIME_RUNC if settings.unsafe_runc else RUNTIME_GVISOR_NET if policy.wired else settings.runtime
         await self._check_runtime(runtime)
         await self._images.ensure(image)
 
@@ -133,7 +144,7 @@ class SandboxService:
             container_id=None,
             image=image,
             runtime=runtime,
-            network="none",
+            network=policy.mode,
             memory_bytes=memory,
             cpus=cpu,
             pids_limit=limits.pids,
@@ -149,9 +160,14 @@ class SandboxService:
             raise InvalidRequest(_name_taken(name or rec.id)) from None
         container_id: str | None = None
         try:
-            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
+            spec = self._containers.sandbox_spec(rec)
+            if self._network is not None:
+                spec = await self._network.attach(rec, spec, policy)
+            container_id = await self._engine.create_container(spec)
             # Images other than ours have no writable home for uid 1000: add one before start.
             await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, 1000, 1000))
+            if self._network is not None:
+                await self._network.provision(container_id, rec)
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
             await self._table.update(rec.id, container_id=container_id, status="running")
@@ -161,9 +177,38 @@ class SandboxService:
                 if container_id is not None:
                     await self._quiet_remove(container_id)
                 await self._agents.drop(rec.id)
+                if self._network is not None:
+                    await self._quietly(self._network.forget_sandbox(rec.id))
                 await self._table.delete(rec.id)
             raise
         return rec
+
+    def _policy(self, network: str | None, allow: Sequence[str] | None) -> Policy:
+        if self._network is not None:
+            return self._network.prepare(network, allow)
+        if network not in (None, "none") or allow is not None:
+            raise InvalidRequest("this server offers no network for sandboxes (network='none' only)")
+        return Policy("none")
+
+    async def update_network(self, ref: str, network: str | None, allow: Sequence[str] | None) -> SandboxRecord:
+        """Change a live sandbox's network policy; it applies to the next connection, and open ones
+        the new policy does not allow are cut."""
+        rec = await self.resolve(ref)
+        if self._network is None:
+            self._policy(network, allow)
+            return rec
+        async with self._lock(rec.id):
+            policy = await self._network.update(rec, network, allow)
+            if policy.mode != rec.network:
+                await self._table.update(rec.id, network=policy.mode)
+                rec = rec.with_(network=policy.mode)
+        return rec
+
+    async def _quietly(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except CorralError as exc:
+            log.warning("cleanup failed: %s", exc)
 
     def _check_memory(self, memory_mb: int) -> int:
         top = max(self.settings.limits.memory_bytes // (1024 * 1024), 128) * 8

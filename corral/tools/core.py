@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
@@ -10,10 +10,23 @@ from pydantic import BaseModel, Field
 from corral.service.models import ExecResult, SandboxInfo
 from corral.tools._base import SandboxRef, ToolSpec, progress, services
 
+if TYPE_CHECKING:
+    from corral.sandbox_backend.store import SandboxRecord
+
 Timeout = Annotated[
     float | None,
     Field(description="Seconds before the run is stopped (default 60; the server sets a maximum)."),
 ]
+
+
+Mode = Literal["none", "allowlist", "internet"]
+Allow = Annotated[
+    list[str] | None, Field(description="For allowlist: hosts, *.domains, IPs or CIDRs, each with optional :port.")
+]
+
+
+async def info(ctx: Context, rec: SandboxRecord) -> SandboxInfo:
+    return SandboxInfo.from_record(rec, await services(ctx).network.view(rec))
 
 
 class SandboxList(BaseModel):
@@ -38,25 +51,43 @@ async def create_sandbox(
     memory_mb: Annotated[int | None, Field(description="Memory limit in MiB (default 1024).")] = None,
     cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,
     labels: Annotated[dict[str, str] | None, Field(description="Free-form labels to find it later.")] = None,
+    network: Annotated[
+        Mode, Field(description="none (default): no network; allowlist: only `allow`; internet: public hosts.")
+    ] = "none",
+    allow: Allow = None,
 ) -> SandboxInfo:
     """Create a new isolated Linux sandbox (a gVisor container) and return its id.
 
     Use it once per task and reuse the id for every later call: files, installed packages and
     interpreter state persist in it across calls and server restarts until you delete it.
-    No network access; runs as a non-root user in /workspace. Takes about a second.
+    Runs as a non-root user in /workspace. Takes about a second. With network, traffic goes
+    through Corral's proxy (HTTP(S)_PROXY is set); private and host addresses stay unreachable.
     """
-    rec = await services(ctx).sandboxes.create(name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels)
-    return SandboxInfo.from_record(rec)
+    rec = await services(ctx).sandboxes.create(
+        name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels, network=network, allow=allow
+    )
+    return await info(ctx, rec)
 
 
 async def list_sandboxes(ctx: Context) -> SandboxList:
     """List all sandboxes with their id, name, status and limits."""
-    return SandboxList(sandboxes=[SandboxInfo.from_record(r) for r in await services(ctx).sandboxes.list_all()])
+    return SandboxList(sandboxes=[await info(ctx, r) for r in await services(ctx).sandboxes.list_all()])
 
 
 async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
-    """Show one sandbox: status (running/stopped/lost), image, isolation runtime and limits."""
-    return SandboxInfo.from_record(await services(ctx).sandboxes.get(sandbox))
+    """Show one sandbox: status (running/stopped/lost), image, isolation runtime, limits, network."""
+    return await info(ctx, await services(ctx).sandboxes.get(sandbox))
+
+
+async def update_network(
+    ctx: Context,
+    sandbox: SandboxRef,
+    network: Annotated[Mode | None, Field(description="New mode (default: unchanged).")] = None,
+    allow: Allow = None,
+) -> SandboxInfo:
+    """Change a running sandbox's network policy: new connections follow it at once, open ones it
+    no longer allows are cut. A sandbox created with network='none' cannot get network."""
+    return await info(ctx, await services(ctx).sandboxes.update_network(sandbox, network, allow))
 
 
 async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
@@ -89,5 +120,6 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(list_sandboxes, "List sandboxes", read_only=True, idempotent=True),
     ToolSpec(get_sandbox, "Get sandbox", read_only=True, idempotent=True),
     ToolSpec(delete_sandbox, "Delete sandbox", destructive=True, idempotent=True),
+    ToolSpec(update_network, "Update sandbox network", idempotent=True, open_world=True),
     ToolSpec(run_command, "Run shell command", destructive=True),
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database
+from corral.sandbox_backend.store.egress import EgressRecord, EgressTable
 from corral.sandbox_backend.store.git_remotes import GitRemoteTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
 from corral.sandbox_backend.store.records import AuditEntry, PortRecord, ProcessRecord, SandboxRecord
@@ -26,6 +27,7 @@ class Store:
         self.contexts = ContextTable(db)
         self.audit = AuditTable(db)
         self.git_remotes = GitRemoteTable(db)
+        self.egress = EgressTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -45,6 +47,8 @@ class Store:
 
 __all__ = [
     "AuditEntry",
+    "EgressRecord",
+    "EgressTable",
     "GitRemoteTable",
     "PortRecord",
     "ProcessRecord",
