@@ -16,9 +16,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from corral.service.network.httpwire import (
@@ -36,6 +37,7 @@ from corral.service.network.httpwire import (
 )
 from corral.service.network.identity import Identity
 from corral.service.network.policy import Address, Verdict, forbidden_reason, parse_address
+from corral.service.network.pump import Relay, detach, transport_of
 
 log = logging.getLogger("corral.egress")
 
@@ -147,7 +149,8 @@ class EgressProxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raw = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
+        async with asyncio.timeout(HEAD_TIMEOUT):
+            raw = await read_head(reader)
         if raw is None:
             return
         head = parse_head(raw)
@@ -196,20 +199,27 @@ class EgressProxy:
             return
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-
-        async def client_to_upstream() -> None:
+        # Until the client's first bytes are checked, what the server says first (an SSH banner)
+        # still reaches the client.
+        transport_of(up_writer).resume_reading()
+        early = asyncio.ensure_future(_pipe(up_reader, writer))
+        try:
             first = await _first_flight(reader)
-            if first[:1] == b"\x16" and parse_address(host) is None:
-                sni = client_hello_sni(first)
-                if sni is not None and sni != host:
-                    rule = f"the TLS connection names {sni!r}, not {host!r} it asked the proxy for"
-                    self._gate.report(who, host, port, rule)
-                    raise ConnectionAbortedError(rule)
-            if first:
-                up_writer.write(first)
-            await _pipe(reader, up_writer)
-
-        await self._relay(who, host, port, address, writer, up_writer, client_to_upstream(), _pipe(up_reader, writer))
+        finally:
+            early.cancel()
+            await asyncio.gather(early, return_exceptions=True)
+        transport_of(up_writer).pause_reading()
+        transport_of(writer).pause_reading()
+        if first[:1] == b"\x16" and parse_address(host) is None:
+            sni = client_hello_sni(first)
+            if sni is not None and sni != host:
+                rule = f"the TLS connection names {sni!r}, not {host!r} it asked the proxy for"
+                self._gate.report(who, host, port, rule)
+                up_writer.transport.abort()
+                return
+        up_writer.write(first + _buffered(reader))
+        writer.write(_buffered(up_reader))
+        await self._pump(who, host, port, address, [(writer, up_writer), (up_writer, writer)])
 
     async def _forward(
         self, who: Identity, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -232,12 +242,12 @@ class EgressProxy:
         if verdict is None:
             return
         try:
-            up_reader, up_writer, address = await self._connect(host, port, verdict, tunnel=False)
+            _, up_writer, address = await self._connect(host, port, verdict, tunnel=False)
         except UpstreamFailed as exc:
             await _reply(writer, unreachable(host, port, str(exc)))
             return
         out = Head(head.first, list(head.headers))
-        out.drop(*HOP_BY_HOP)
+        out.drop(*HOP_BY_HOP, "expect")
         out.put("Host", authority(host, port, 80))
         out.put("Connection", "close")
         for name, value in self._gate.inject(who, host, port):
@@ -249,48 +259,36 @@ class EgressProxy:
                 out.put("Proxy-Authorization", self._upstream.authorization)
         else:
             out.first = (head.first[0], path, "HTTP/1.1")
+        if "100-continue" in (head.get("expect") or "").lower():
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body goes upstream in any case
         up_writer.write(out.encode())
+        # Exactly the announced body, no more: later bytes are never taken for part of this request.
+        await copy_body(head, reader, up_writer)
+        await up_writer.drain()
+        await self._pump(who, host, port, address, [(up_writer, writer)])
 
-        async def body() -> None:
-            await copy_body(head, reader, up_writer)
-            await asyncio.Event().wait()  # the response decides when this connection ends
-
-        down = _pipe(up_reader, writer)
-        await self._relay(who, host, port, address, writer, up_writer, body(), down, first_wins=True)
-
-    async def _relay(
+    async def _pump(
         self,
         who: Identity,
         host: str,
         port: int,
         address: Address,
-        writer: asyncio.StreamWriter,
-        up_writer: asyncio.StreamWriter,
-        upward: Coroutine[Any, Any, None],
-        downward: Coroutine[Any, Any, None],
-        first_wins: bool = False,
+        directions: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]],
     ) -> None:
-        """Run both directions until both end (with `first_wins`: until the response has ended);
-        the gate cuts the connection when the sandbox's policy stops allowing it."""
-
-        def cut() -> None:
-            writer.transport.abort()
-            up_writer.transport.abort()
-
-        forget = self._gate.track(who, host, port, address, cut)
-        up, down = asyncio.ensure_future(upward), asyncio.ensure_future(downward)
+        """Hand the connection's sockets to a kernel relay until it ends; the gate may cut it when
+        the sandbox's policy stops allowing it."""
+        sockets: dict[int, socket.socket] = {}
+        for pair in directions:
+            for w in pair:
+                if id(w) not in sockets:
+                    sockets[id(w)] = await detach(w)
+        relay = Relay([(sockets[id(src)], sockets[id(dst)]) for src, dst in directions])
+        forget = self._gate.track(who, host, port, address, relay.cut)
         try:
-            if first_wins:
-                done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
-                (down if down in done else up).result()
-            else:
-                await asyncio.gather(up, down)
+            relay.start()
+            await relay.wait()
         finally:
             forget()
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
-            up_writer.transport.abort()
 
     # -- upstream ---------------------------------------------------------------------------------
 
@@ -313,8 +311,9 @@ class EgressProxy:
                     if tunnel:
                         await self._upstream_connect(reader, writer, address, port)
                 else:
-                    opening = asyncio.open_connection(str(address), port)
-                    reader, writer = await asyncio.wait_for(opening, CONNECT_TIMEOUT)
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        reader, writer = await asyncio.open_connection(str(address), port)
+                transport_of(writer).pause_reading()  # the answer waits in the kernel for the relay
                 return reader, writer, address
             except (OSError, TimeoutError, UpstreamFailed, WireError, asyncio.IncompleteReadError) as exc:
                 failures.append(f"{address}: {_why(exc)}")
@@ -358,9 +357,15 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     while data := await src.read(RELAY_CHUNK):
         dst.write(data)
         await dst.drain()
-    if dst.can_write_eof() and not dst.transport.is_closing():
-        with contextlib.suppress(OSError):
-            dst.write_eof()
+
+
+def _buffered(reader: asyncio.StreamReader) -> bytes:
+    """What asyncio already read from a socket we are about to take over (StreamReader keeps it
+    in `_buffer`; there is no public way to drain it without waiting)."""
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+    data = bytes(buffer)
+    buffer.clear()
+    return data
 
 
 async def _first_flight(reader: asyncio.StreamReader) -> bytes:
