@@ -106,8 +106,11 @@ class ExecStream(ByteStream):
 
 class Engine(Protocol):
     capabilities: Capabilities
-    # The host packet filter that fences this engine's sandbox networks (sandbox_backend/firewall.py).
-    firewall: Firewall
+
+    @property
+    def firewall(self) -> Firewall:
+        """The host packet filter that fences this engine's sandbox networks (sandbox_backend/firewall.py)."""
+        ...
 
     async def close(self) -> None: ...
 

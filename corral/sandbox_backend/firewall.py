@@ -193,6 +193,15 @@ async def _listing(command: str) -> str:
     return done.stdout.decode(errors="replace") if done.returncode == 0 else ""
 
 
+def problem() -> str | None:
+    """Why networked sandboxes would be refused on this host (for `corral doctor`), or None."""
+    try:
+        IptablesFirewall().preflight()
+    except NetworkUnavailable as exc:
+        return str(exc)
+    return None
+
+
 async def list_chains() -> list[tuple[str, str]]:
     """(command, owner) of every Corral chain on this host."""
     found = []

@@ -3,7 +3,8 @@ network the fixture creates (and removes), named through CORRAL_EGRESS_HOSTS.
 
 - `web`: plain HTTP; `/redirect` answers 302 to the forbidden recorder; `/simple/...` and
   `/files/...` are a PEP 503 index holding one wheel; every request's headers are kept.
-- `tls`: the same behind TLS, with a certificate for tls.test from a test CA (trustme).
+- `tls`: the same behind TLS, with a certificate for tls.test and secret-tls.test from a test CA
+  (trustme).
 - recorders: TCP and UDP listeners that keep every connection or datagram they get, to prove that
   nothing arrived.
 """
@@ -192,7 +193,7 @@ def open_lab(tmp: Path) -> Iterator[Lab]:
         forbidden_net, forbidden = _network(client, "egress-no")
         networks.append(forbidden_net)
         ca = trustme.CA()
-        cert = ca.issue_cert("tls.test")
+        cert = ca.issue_cert("tls.test", "secret-tls.test")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert.configure_cert(context)
         ca_pem = tmp / "test-ca.pem"

@@ -112,9 +112,10 @@ async def egress(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIte
     home = tmp_path_factory.mktemp("egress-home")
     secret = f"sekret-{secrets.token_hex(12)}"
     secrets_file = tmp_path_factory.mktemp("egress-secrets") / "secrets.json"
-    secrets_file.write_text(json.dumps({"secret.test": {"X-Api-Key": secret}}))
+    bound = {"X-Api-Key": secret}
+    secrets_file.write_text(json.dumps({"secret.test": bound, "secret-tls.test": bound}))
     ok, no = lab.allowed_gateway, lab.forbidden_gateway
-    names = ("web.test", "tls.test", "secret.test")
+    names = ("web.test", "tls.test", "secret.test", "secret-tls.test")
     settings = Settings(
         home=home,
         network=NetworkSettings(
@@ -196,7 +197,8 @@ async def test_no_mode_reaches_the_host_another_sandbox_or_a_private_address(egr
         "for i in $(seq 100); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8000), 1)' "
         "2>/dev/null && break; sleep 0.1; done; hostname -I"
     )
-    address = {box: (await egress.sh(box, listen))["stdout"].split()[0] for box in (egress.allowlisted, egress.internet)}
+    networked = (egress.allowlisted, egress.internet)
+    address = {box: (await egress.sh(box, listen))["stdout"].split()[0] for box in networked}
     neighbour = {egress.allowlisted: address[egress.internet], egress.internet: address[egress.allowlisted]}
     neighbour[egress.offline] = address[egress.internet]
     results = {}
@@ -263,7 +265,7 @@ async def test_update_network_takes_effect_on_a_live_sandbox_both_ways(egress: E
     assert off["network"] == "none"
     refused = await egress.sh(egress.allowlisted, fetch)
     assert "Blocked by Corral egress policy" in refused["stdout"] and "network 'none'" in refused["stdout"]
-    allow = ["web.test", "tls.test", "secret.test", "rebind.test", "loop.test"]
+    allow = ["web.test", "tls.test", "secret.test", "secret-tls.test", "rebind.test", "loop.test"]
     on = await egress.call("update_network", sandbox=egress.allowlisted, network="allowlist", allow=allow)
     assert on["network"] == "allowlist" and on["allow"] == allow
     assert (await egress.sh(egress.allowlisted, fetch))["stdout"] == "hello from web\n"
@@ -277,10 +279,17 @@ async def test_secrets_are_added_by_the_proxy_and_never_reach_the_sandbox(
     lab, secret = egress.lab, egress.secret
     with caplog.at_level(logging.INFO, logger="corral.egress"):
         out = await egress.sh(
-            egress.allowlisted, f"curl -sS -m 30 -H 'X-Api-Key: made-up' http://secret.test:{lab.web.port}/api"
+            egress.allowlisted,
+            f"curl -sS -m 30 -H 'X-Api-Key: made-up' http://secret.test:{lab.web.port}/api && "
+            f"curl -sS -m 30 -H 'X-Api-Key: made-up' https://secret-tls.test:{lab.tls.port}/api-tls && "
+            f"curl -sS -m 30 https://tls.test:{lab.tls.port}/no-secret",
         )
-    assert out["stdout"] == "hello from web\n"
+    assert out["stdout"] == "hello from web\nhello from tls\nhello from tls\n", out
+    # Over HTTP, and over HTTPS through the proxy's own TLS (the sandbox trusts the egress CA for
+    # exactly the names secrets are bound to); other hosts' tunnels are untouched and get nothing.
     assert ("/api", secret) in [(path, headers.get("x-api-key")) for path, headers in lab.web.requests]
+    assert ("/api-tls", secret) in [(path, headers.get("x-api-key")) for path, headers in lab.tls.requests]
+    assert ("/no-secret", None) in [(path, headers.get("x-api-key")) for path, headers in lab.tls.requests]
     search = (
         f"env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; "
         f"grep -rl {secret} /workspace /tmp /etc /opt /home /var/tmp 2>/dev/null; echo searched"

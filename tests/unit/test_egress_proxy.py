@@ -9,13 +9,16 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
+import trustme
 
 from corral.service.network.identity import Identity
-from corral.service.network.policy import Address, Verdict
-from corral.service.network.proxy import EgressProxy, UpstreamProxy
+from corral.service.network.mitm import Authority
+from corral.service.network.policy import Address, Verdict, parse_entry
+from corral.service.network.proxy import EgressProxy, Interception, UpstreamProxy
 
 AUTH = "Basic " + base64.b64encode(b"sb-1:pw").decode()
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -43,7 +46,12 @@ class ScriptedGate:
     def inject(self, who: Identity, host: str, port: int) -> list[tuple[str, str]]:
         return list(self.headers)
 
-    def track(self, who: Identity, host: str, port: int, address: Address, cut: Callable[[], None]) -> Callable[[], None]:
+    def intercepts(self, who: Identity, host: str, port: int) -> bool:
+        return bool(self.headers)
+
+    def track(
+        self, who: Identity, host: str, port: int, address: Address, cut: Callable[[], None]
+    ) -> Callable[[], None]:
         self.cuts.append(cut)
         return lambda: None
 
@@ -120,10 +128,16 @@ def client_hello(name: str) -> bytes:
     return outgoing.read()
 
 
-async def test_connect_tunnels_bytes_untouched(proxy: tuple[EgressProxy, ScriptedGate, int], upstream: Upstream) -> None:
+def connect(host: str, port: int) -> str:
+    return f"CONNECT {host}:{port} HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n"
+
+
+async def test_connect_tunnels_bytes_untouched(
+    proxy: tuple[EgressProxy, ScriptedGate, int], upstream: Upstream
+) -> None:
     _, gate, port = proxy
     gate.allowed["svc.test"] = (LOOPBACK,)
-    reader, writer = await ask(port, f"CONNECT svc.test:{upstream.port} HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n")
+    reader, writer = await ask(port, connect("svc.test", upstream.port))
     with anyio.fail_after(WAIT):
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
         hello = client_hello("svc.test")
@@ -143,7 +157,7 @@ async def test_a_tunnel_whose_tls_names_another_host_is_cut(
 ) -> None:
     _, gate, port = proxy
     gate.allowed["svc.test"] = (LOOPBACK,)
-    reader, writer = await ask(port, f"CONNECT svc.test:{upstream.port} HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n")
+    reader, writer = await ask(port, connect("svc.test", upstream.port))
     with anyio.fail_after(WAIT):
         await reader.readuntil(b"\r\n\r\n")
     hello = client_hello("evil.test")
@@ -225,13 +239,14 @@ async def test_a_site_that_is_down_is_a_502_not_a_refusal(proxy: tuple[EgressPro
     _, gate, port = proxy
     gate.allowed["down.test"] = (LOOPBACK,)
     with socketless_port() as closed:
-        reader, writer = await ask(port, f"GET http://down.test:{closed}/ HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n")
+        head = f"GET http://down.test:{closed}/ HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n"
+        reader, writer = await ask(port, head)
         reply = await answer(reader)
     assert reply.startswith(b"HTTP/1.1 502") and b"connection refused" in reply
     writer.close()
 
 
-class socketless_port:  # noqa: N801 - a context manager read like a value
+class socketless_port:
     """A loopback port nothing listens on (bound without listening, so nobody else takes it)."""
 
     def __enter__(self) -> int:
@@ -255,7 +270,7 @@ async def test_the_upstream_proxy_is_asked_for_the_checked_address_not_the_name(
     port = egress._server.sockets[0].getsockname()[1]
     upstream.reply = b"HTTP/1.1 200 Connection established\r\n\r\n"
     try:
-        reader, writer = await ask(port, f"CONNECT svc.test:443 HTTP/1.1\r\nProxy-Authorization: {AUTH}\r\n\r\n")
+        reader, writer = await ask(port, connect("svc.test", 443))
         with anyio.fail_after(WAIT):
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         sent = bytes(upstream.received).decode()
@@ -264,3 +279,66 @@ async def test_the_upstream_proxy_is_asked_for_the_checked_address_not_the_name(
         writer.close()
     finally:
         await egress.close()
+
+
+async def test_secrets_reach_https_hosts_through_the_proxys_own_tls(tmp_path: Path) -> None:
+    authority = Authority.load(tmp_path, [parse_entry("svc.test")])
+    server_ca = trustme.CA()
+    upstream_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ca.issue_cert("svc.test").configure_cert(upstream_tls)
+    seen: list[bytes] = []
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(origin, "127.0.0.1", 0, ssl=upstream_tls)
+    port = server.sockets[0].getsockname()[1]
+    checks_origin = ssl.create_default_context()
+    server_ca.configure_trust(checks_origin)
+    gate = ScriptedGate(allowed={"svc.test": (LOOPBACK,)}, headers=[("X-Api-Key", "the-secret")])
+    egress = EgressProxy(gate, None, Interception(authority, checks_origin))
+    await egress.start("127.0.0.1", 0)
+    assert egress._server is not None
+    proxy_port = egress._server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await ask(proxy_port, connect("svc.test", port))
+        with anyio.fail_after(WAIT):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            sandbox_trust = ssl.create_default_context(cadata=authority.pem.decode())
+            await writer.start_tls(sandbox_trust, server_hostname="svc.test")
+            writer.write(f"GET /api HTTP/1.1\r\nHost: svc.test:{port}\r\nX-Api-Key: made-up\r\n\r\n".encode())
+            assert (await reader.read()).endswith(b"\r\n\r\nok")
+        lines = seen[0].decode().split("\r\n")
+        assert lines[0] == "GET /api HTTP/1.1" and "X-Api-Key: the-secret" in lines
+        assert "made-up" not in seen[0].decode()
+        writer.close()
+    finally:
+        await egress.close()
+        server.close()
+
+
+async def test_the_egress_ca_vouches_only_for_the_names_secrets_are_bound_to(tmp_path: Path) -> None:
+    authority = Authority.load(tmp_path, [parse_entry("*.svc.test")])
+    assert Authority.load(tmp_path, [parse_entry("*.svc.test")]).pem == authority.pem  # kept in the data dir
+    assert Authority.load(tmp_path, [parse_entry("other.test")]).pem != authority.pem
+
+    async def handshake(name: str) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=authority.context_for(name))
+        port = server.sockets[0].getsockname()[1]
+        try:
+            trusting = ssl.create_default_context(cadata=authority.pem.decode())
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trusting, server_hostname=name)
+            writer.close()
+        finally:
+            server.close()
+
+    with anyio.fail_after(WAIT):
+        await handshake("api.svc.test")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await handshake("bank.test")  # a certificate the CA signed, outside its name constraints

@@ -11,8 +11,9 @@ import pytest
 from corral.config import Settings
 from corral.errors import InvalidRequest
 from corral.sandbox_backend.archive import tar_file
-from corral.sandbox_backend.engine import ContainerSpec
+from corral.sandbox_backend.engine import ContainerSpec, ExecOutput
 from corral.sandbox_backend.fake import FakeEngine
+from corral.sandbox_backend.firewall import FakeFirewall
 from corral.sandbox_backend.store import Store
 from corral.service.containers import Containers
 from corral.service.git.deps import GitDeps
@@ -22,8 +23,6 @@ from corral.service.git.secrets import Auth
 from corral.service.git.trust import check_credentials_target, remember_clone
 from corral.service.network import HelperRoute, NetworkService
 from corral.service.network.identity import Identity
-from corral.sandbox_backend.engine import ExecOutput
-from corral.sandbox_backend.firewall import FakeFirewall
 
 
 def config_of(argv: list[str]) -> dict[str, str]:

@@ -163,9 +163,9 @@ def test_a_helper_reaches_only_its_destination() -> None:
 def test_agents_cannot_widen_the_operators_settings() -> None:
     private = PrivateAllowance(parse_entries(["10.1.0.0/16"], "p"))
     check_agent_entries(parse_entries(["10.1.2.0/24", "8.8.0.0/16", "pypi.org"], "allow"), private)
-    with pytest.raises(InvalidRequest, match="private address.*CORRAL_EGRESS_ALLOW_PRIVATE"):
+    with pytest.raises(InvalidRequest, match=r"private address.*CORRAL_EGRESS_ALLOW_PRIVATE"):
         check_agent_entries(parse_entries(["192.168.0.0/24"], "allow"), private)
-    with pytest.raises(InvalidRequest, match="169.254.169.254. is a link-local"):
+    with pytest.raises(InvalidRequest, match=r"169\.254\.169\.254. is a link-local"):
         check_agent_entries(parse_entries(["169.254.169.254"], "allow"), private)
     with pytest.raises(InvalidRequest, match="network='internet'"):
         check_agent_entries(parse_entries(["0.0.0.0/0"], "allow"), private)

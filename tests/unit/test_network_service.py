@@ -87,7 +87,8 @@ async def test_a_networked_sandbox_sits_on_the_fenced_network_behind_the_proxy(
     fence = engine.firewall.fences[services.network.fabric.owner]
     assert (fence.bridge, fence.gateway) == (network.bridge, network.gateway)
     proxy_url = spec.env["HTTPS_PROXY"]
-    assert proxy_url == spec.env["HTTP_PROXY"] == spec.env["http_proxy"] and spec.env["NO_PROXY"].startswith("localhost")
+    assert proxy_url == spec.env["HTTP_PROXY"] == spec.env["http_proxy"]
+    assert spec.env["NO_PROXY"].startswith("localhost")
     assert proxy_url.startswith(f"http://{rec.id}:") and proxy_url.endswith(f"@127.0.0.1:{fence.proxy_port}")
     # The proxy decides: the allowed name works, anything else gets a 403 naming the rule.
     assert await get(proxy_url, f"http://web.test:{web}/") == (200, "hello -")
@@ -121,14 +122,15 @@ async def test_update_network_takes_effect_both_ways(services: Services, engine:
 
 
 async def test_requests_outside_the_operators_settings_are_clear_errors(services: Services) -> None:
-    with pytest.raises(InvalidRequest, match=r"network='internet' is not enabled on this server; it offers none, allowlist"):
+    offers = r"network='internet' is not enabled on this server; it offers none, allowlist"
+    with pytest.raises(InvalidRequest, match=offers):
         await services.sandboxes.create(network="internet")
     with pytest.raises(InvalidRequest, match="CORRAL_EGRESS_ALLOW_PRIVATE"):
         await services.sandboxes.create(network="allowlist", allow=["10.0.0.0/8"])
     with pytest.raises(InvalidRequest, match="allow only applies"):
         await services.sandboxes.create(allow=["pypi.org"])
     plain = await services.sandboxes.create()
-    with pytest.raises(InvalidRequest, match="no network interface at all.*Create a new sandbox"):
+    with pytest.raises(InvalidRequest, match=r"no network interface at all.*Create a new sandbox"):
         await services.sandboxes.update_network(plain.id, "allowlist", ["pypi.org"])
     assert await services.sandboxes.list_all() == [plain]
 
@@ -151,7 +153,9 @@ async def test_a_fence_that_cannot_be_built_means_no_sandbox(services: Services,
     assert await services.network._table.list() == []
 
 
-async def test_sandboxes_keep_their_proxy_across_a_server_restart(settings: Settings, engine: FakeEngine, web: int) -> None:
+async def test_sandboxes_keep_their_proxy_across_a_server_restart(
+    settings: Settings, engine: FakeEngine, web: int
+) -> None:
     async with open_services(settings, engine=engine) as first:
         rec = await first.sandboxes.create(network="allowlist", allow=["web.test"])
     proxy_url = env_of(engine, rec.container_id)["HTTP_PROXY"]

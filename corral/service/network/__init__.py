@@ -42,8 +42,9 @@ from corral.service.network.fabric import Fabric, FabricManager
 from corral.service.network.gate import Gate, parse_hosts
 from corral.service.network.identity import Identity, Keyring
 from corral.service.network.inject import Secrets
+from corral.service.network.mitm import Authority
 from corral.service.network.policy import Guard, PrivateAllowance, check_agent_entries, parse_entries
-from corral.service.network.proxy import EgressProxy, UpstreamProxy
+from corral.service.network.proxy import EgressProxy, Interception, UpstreamProxy
 from corral.service.supervisor import supervise
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class NetworkService:
             raise ConfigurationError(f"CORRAL_UPSTREAM_PROXY: {exc}") from None
         self._private = private
         self._extra_ca = trust.load_extra(ns.sandbox_ca)
+        self._trusted = self._extra_ca  # what networked sandboxes trust besides the system's CAs
         self._keyring: Keyring | None = None
         self._base_guard = Guard(private)
         self.gate = Gate(
@@ -132,7 +134,14 @@ class NetworkService:
             hosts=hosts,
             secrets=Secrets.load(ns.secrets_file),
         )
-        self.proxy = EgressProxy(self.gate, upstream)
+        interception = None
+        if self.gate.secrets.bindings:
+            # HTTPS requests to hosts with secrets are opened by the proxy, with a CA of the data
+            # dir's own that sandboxes trust for exactly those names (mitm.py).
+            authority = Authority.load(settings.home, [b.pattern for b in self.gate.secrets.bindings])
+            interception = Interception(authority, trust.upstream_context(self._extra_ca))
+            self._trusted = self._extra_ca + authority.pem
+        self.proxy = EgressProxy(self.gate, upstream, interception)
         self.fabric = FabricManager(engine, firewall or engine.firewall, containers, self.proxy, serve=serve)
         self._helpers = 0
         self._linger_until = 0.0
@@ -191,16 +200,17 @@ class NetworkService:
             "npm_config_proxy": url,
             "npm_config_https_proxy": url,
         }
-        if self._extra_ca:
+        if self._trusted:
             env.update(trust.trust_env())
         return env
 
     async def provision(self, container_id: str, rec: SandboxRecord) -> None:
-        """Files a networked sandbox needs before it starts: the operator's CAs."""
-        if rec.network == "none" or not self._extra_ca:
+        """Files a networked sandbox needs before it starts: the CAs it trusts besides the system's
+        (the operator's CORRAL_SANDBOX_CA, and the egress CA when secrets are bound to hosts)."""
+        if rec.network == "none" or not self._trusted:
             return
         await self._engine.put_archive(container_id, "/", tar_directory(trust.CA_DIR, 0, 0))
-        for name, data in (("ca-bundle.pem", trust.bundle(self._extra_ca)), ("extra-ca.pem", self._extra_ca)):
+        for name, data in (("ca-bundle.pem", trust.bundle(self._trusted)), ("extra-ca.pem", self._trusted)):
             await self._engine.put_archive(container_id, trust.CA_DIR, tar_file(name, data, 0, 0))
 
     async def update(self, rec: SandboxRecord, network: str | None, allow: Sequence[str] | None) -> Policy:

@@ -138,6 +138,9 @@ class Gate:
         counts = self._counts.setdefault(who.sandbox_id, [0, 0])
         counts[0 if verdict.allowed else 1] += 1
 
+    def intercepts(self, who: Identity, host: str, port: int) -> bool:
+        return who.destination is None and self.secrets.any_for(host, port)
+
     def inject(self, who: Identity, host: str, port: int) -> list[tuple[str, str]]:
         if who.destination is not None:
             return []

@@ -9,8 +9,10 @@ The file is JSON: host pattern -> header name -> value, where a value is a strin
      "*.internal.test:8080": {"X-Api-Key": "k-123"}}
 
 Patterns use the allow-entry grammar for names (`*.x`, optional `:port`). A header of the same
-name the sandbox sent is replaced, never merged. Values exist only in the server's memory: they
-never reach the sandbox, a tool result, the audit log or SQLite, and logs name only the header.
+name the sandbox sent is replaced, never merged. Plain HTTP requests get them as they pass; HTTPS
+requests to those hosts are opened by the proxy (mitm.py). Values exist only in the server's
+memory: they never reach the sandbox, a tool result, the audit log or SQLite, and logs name only
+the header.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ from corral.service.network.httpwire import (
     split_authority,
 )
 from corral.service.network.identity import Identity
+from corral.service.network.mitm import Authority
 from corral.service.network.policy import Address, Verdict, forbidden_reason, parse_address
 from corral.service.network.pump import Relay, detach, transport_of
 
@@ -60,7 +62,11 @@ class Gate(Protocol):
         ...
 
     def inject(self, who: Identity, host: str, port: int) -> list[tuple[str, str]]:
-        """Headers to add to a plain HTTP request (secrets bound to the host)."""
+        """Headers to add to a request (secrets bound to the host)."""
+        ...
+
+    def intercepts(self, who: Identity, host: str, port: int) -> bool:
+        """Whether a tunnel to host:port is opened to add headers (secrets bound to the host)."""
         ...
 
     def track(
@@ -99,10 +105,21 @@ def authority(host: str, port: int, default: int | None = None) -> str:
     return shown if port == default else f"{shown}:{port}"
 
 
+@dataclass(frozen=True)
+class Interception:
+    """What the proxy needs to add secrets to HTTPS requests (mitm.py)."""
+
+    authority: Authority
+    upstream: ssl.SSLContext  # how the proxy checks the real server
+
+
 class EgressProxy:
-    def __init__(self, gate: Gate, upstream: UpstreamProxy | None = None) -> None:
+    def __init__(
+        self, gate: Gate, upstream: UpstreamProxy | None = None, interception: Interception | None = None
+    ) -> None:
         self._gate = gate
         self._upstream = upstream
+        self._interception = interception
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: dict[str, int] = {}
@@ -199,6 +216,9 @@ class EgressProxy:
             return
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
+        if self._interception is not None and self._gate.intercepts(who, host, port):
+            await self._intercept(who, host, port, address, reader, writer, up_reader, up_writer)
+            return
         # Until the client's first bytes are checked, what the server says first (an SSH banner)
         # still reaches the client.
         transport_of(up_writer).resume_reading()
@@ -220,6 +240,56 @@ class EgressProxy:
         up_writer.write(first + _buffered(reader))
         writer.write(_buffered(up_reader))
         await self._pump(who, host, port, address, [(writer, up_writer), (up_writer, writer)])
+
+    async def _intercept(
+        self,
+        who: Identity,
+        host: str,
+        port: int,
+        address: Address,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        """One request inside a tunnel whose TLS the proxy ends (with a certificate for `host` only)
+        to add the headers bound to `host`; TLS to the server is the proxy's own, checked."""
+        assert self._interception is not None
+        async with asyncio.timeout(HEAD_TIMEOUT):
+            await writer.start_tls(self._interception.authority.context_for(host))
+            transport_of(up_writer).resume_reading()
+            await up_writer.start_tls(self._interception.upstream, server_hostname=host)
+            raw = await read_head(reader)
+        if raw is None:
+            return
+        head = parse_head(raw)
+        named = head.get("host")
+        if not head.first[1].startswith("/") or (named and split_authority(named, port) != (host, port)):
+            rule = f"a request in the tunnel to {authority(host, port)} names another ({named or head.first[1]!r})"
+            self._gate.report(who, host, port, rule)
+            await _reply(writer, refusal(host, port, rule))
+            return
+        out = Head(head.first, list(head.headers))
+        out.drop(*HOP_BY_HOP, "expect")
+        out.put("Host", authority(host, port, 443))
+        out.put("Connection", "close")
+        for name, value in self._gate.inject(who, host, port):
+            out.put(name, value)
+        out.first = (head.first[0], head.first[1], "HTTP/1.1")
+        if "100-continue" in (head.get("expect") or "").lower():
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        up_writer.write(out.encode())
+        await copy_body(head, reader, up_writer)
+        def cut() -> None:
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+        forget = self._gate.track(who, host, port, address, cut)
+        try:
+            await _pipe(up_reader, writer)  # TLS both ways: the bytes pass through Python
+        finally:
+            forget()
+            up_writer.transport.abort()
 
     async def _forward(
         self, who: Identity, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
