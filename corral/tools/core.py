@@ -21,7 +21,7 @@ Timeout = Annotated[
 
 Mode = Literal["none", "allowlist", "internet"]
 Allow = Annotated[
-    list[str] | None, Field(description="For allowlist: hosts, *.domains, IPs or CIDRs, each with optional :port.")
+    list[str] | None, Field(description="allowlist only: hosts, *.domains, IPs/CIDRs, [:port].")
 ]
 
 
@@ -52,7 +52,7 @@ async def create_sandbox(
     cpus: Annotated[float | None, Field(description="CPU limit in cores (default 1).")] = None,
     labels: Annotated[dict[str, str] | None, Field(description="Free-form labels to find it later.")] = None,
     network: Annotated[
-        Mode, Field(description="none (default): no network; allowlist: only `allow`; internet: public hosts.")
+        Mode, Field(description="none (default), allowlist (only `allow`) or internet (public hosts).")
     ] = "none",
     allow: Allow = None,
 ) -> SandboxInfo:
@@ -61,7 +61,7 @@ async def create_sandbox(
     Use it once per task and reuse the id for every later call: files, installed packages and
     interpreter state persist in it across calls and server restarts until you delete it.
     Runs as a non-root user in /workspace. Takes about a second. With network, traffic goes
-    through Corral's proxy (HTTP(S)_PROXY is set); private and host addresses stay unreachable.
+    through Corral's proxy (HTTP(S)_PROXY is set).
     """
     rec = await services(ctx).sandboxes.create(
         name=name, image=image, memory_mb=memory_mb, cpus=cpus, labels=labels, network=network, allow=allow
@@ -82,11 +82,11 @@ async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
 async def update_network(
     ctx: Context,
     sandbox: SandboxRef,
-    network: Annotated[Mode | None, Field(description="New mode (default: unchanged).")] = None,
+    network: Mode,
     allow: Allow = None,
 ) -> SandboxInfo:
-    """Change a running sandbox's network policy: new connections follow it at once, open ones it
-    no longer allows are cut. A sandbox created with network='none' cannot get network."""
+    """Change a running sandbox's network policy, at once (open connections it no longer allows
+    are cut). One created with network='none' cannot get network."""
     return await info(ctx, await services(ctx).sandboxes.update_network(sandbox, network, allow))
 
 
@@ -120,6 +120,6 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(list_sandboxes, "List sandboxes", read_only=True, idempotent=True),
     ToolSpec(get_sandbox, "Get sandbox", read_only=True, idempotent=True),
     ToolSpec(delete_sandbox, "Delete sandbox", destructive=True, idempotent=True),
-    ToolSpec(update_network, "Update sandbox network", idempotent=True, open_world=True),
+    ToolSpec(update_network, "Update network", idempotent=True, open_world=True),
     ToolSpec(run_command, "Run shell command", destructive=True),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,9 @@ def test_proxy_credentials_are_signed_and_cannot_be_forged(tmp_path: Path) -> No
     assert keys.identify(header(user, password)) == Identity("sb-1")
     helper = Identity("sb-1", ("git.test", 443), "n1")
     assert keys.identify(header(*keys.credentials(helper))) == helper
+    assert keys.identify(header(*keys.credentials(helper, now=time.time() - 7 * 3600))) is None  # expired
     assert keys.identify(header("sb-2", password)) is None  # another sandbox's name with this password
-    assert keys.identify(header(user, password[:-1] + "0")) is None
+    assert keys.identify(header(user, password[:-1] + ("1" if password[-1] == "0" else "0"))) is None
     assert Keyring(b"k" * 32).identify(header(user, password)) is None  # another data dir's key
     for junk in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode()):
         assert keys.identify(junk) is None

@@ -1,7 +1,9 @@
 """Who is talking to the egress proxy: proxy credentials signed with a key of the data dir.
 
-A sandbox's proxy URL carries `sb-xxxxxxxx:<hmac>`; a git helper's carries a user name that
-encodes the one destination it may reach (and the sandbox it works for), signed the same way.
+A sandbox's proxy URL carries `sb-xxxxxxxx:<hmac>` (good while the sandbox exists: the proxy
+refuses everything for a sandbox without a policy row); a git helper's carries a user name that
+encodes the one destination it may reach, the sandbox it works for and an expiry, signed the same
+way.
 Nothing is kept per identity, so every server on the data dir can check any of them, also after a
 restart, and a sandbox cannot claim another's identity without the server's key.
 """
@@ -15,6 +17,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +25,7 @@ from urllib.parse import quote
 from corral.errors import ConfigurationError
 
 KEY_FILE = "egress.key"
+HELPER_LIFETIME = 6 * 3600  # seconds a git helper's credential is good for (one operation needs far less)
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,13 @@ class Keyring:
     def _sign(self, user: str) -> str:
         return hmac.new(self._key, user.encode(), hashlib.sha256).hexdigest()[:40]
 
-    def credentials(self, identity: Identity) -> tuple[str, str]:
+    def credentials(self, identity: Identity, *, now: float | None = None) -> tuple[str, str]:
         if identity.destination is None:
             user = identity.sandbox_id
         else:
             host, port = identity.destination
-            blob = json.dumps([identity.sandbox_id, host, port, identity.nonce], separators=(",", ":"))
+            expires = int((now or time.time()) + HELPER_LIFETIME)
+            blob = json.dumps([identity.sandbox_id, host, port, identity.nonce, expires], separators=(",", ":"))
             user = "git." + base64.urlsafe_b64encode(blob.encode()).decode().rstrip("=")
         return user, self._sign(user)
 
@@ -97,7 +102,9 @@ class Keyring:
             return Identity(user)
         try:
             blob = base64.urlsafe_b64decode(user[4:] + "=" * (-len(user[4:]) % 4))
-            sandbox_id, host, port, nonce = json.loads(blob)
+            sandbox_id, host, port, nonce, expires = json.loads(blob)
+            if float(expires) < time.time():
+                return None
             return Identity(str(sandbox_id), (str(host), int(port)), str(nonce))
         except (ValueError, TypeError, binascii.Error):
             return None

@@ -48,6 +48,7 @@ CONNECT_TIMEOUT = 15.0
 HELLO_TIMEOUT = 10.0
 RELAY_CHUNK = 256 * 1024
 MAX_PER_IDENTITY = 256  # open connections one sandbox may hold through the proxy
+MAX_OPEN = 4096  # open connections through the proxy in all (each relay holds a thread or two)
 
 
 class Gate(Protocol):
@@ -180,8 +181,9 @@ class EgressProxy:
                 {"Proxy-Authenticate": 'Basic realm="corral"'},
             ))
             return
-        if self._open.get(who.key, 0) >= MAX_PER_IDENTITY:
-            await _reply(writer, response(503, "Too many connections", f"at most {MAX_PER_IDENTITY} at once\n"))
+        if self._open.get(who.key, 0) >= MAX_PER_IDENTITY or sum(self._open.values()) >= MAX_OPEN:
+            limit = f"at most {MAX_PER_IDENTITY} per sandbox and {MAX_OPEN} in all at once"
+            await _reply(writer, response(503, "Too many connections through the egress proxy", limit + "\n"))
             return
         self._open[who.key] = self._open.get(who.key, 0) + 1
         try:
