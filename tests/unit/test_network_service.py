@@ -175,3 +175,20 @@ async def test_gc_removes_a_network_and_rules_nobody_needs(settings: Settings, e
         assert engine.networks
         await services.network.gc()
         assert engine.networks == {} and engine.firewall.fences == {}
+
+
+async def test_a_second_server_on_the_data_dir_takes_the_proxy_over(
+    settings: Settings, engine: FakeEngine, web: int
+) -> None:
+    url = f"http://web.test:{web}/"
+    async with open_services(settings, engine=engine) as first:
+        rec = await first.sandboxes.create(network="allowlist", allow=["web.test"])
+        proxy_url = env_of(engine, rec.container_id)["HTTP_PROXY"]
+        async with open_services(settings, engine=engine) as second:
+            assert first.network.proxy.serving and not second.network.proxy.serving
+            await first.network.proxy.close()  # as if the first server had stopped
+            await second.network.fabric.ensure()  # what the second one's upkeep does every few seconds
+            assert second.network.proxy.serving
+            assert await get(proxy_url, url) == (200, "hello -")
+            await second.sandboxes.delete(rec.id)
+    assert engine.networks == {} and engine.firewall.fences == {}

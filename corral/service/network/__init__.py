@@ -135,7 +135,7 @@ class NetworkService:
             secrets=Secrets.load(ns.secrets_file),
         )
         interception = None
-        if self.gate.secrets.bindings:
+        if self.gate.secrets.bindings and serve:
             # HTTPS requests to hosts with secrets are opened by the proxy, with a CA of the data
             # dir's own that sandboxes trust for exactly those names (mitm.py).
             authority = Authority.load(settings.home, [b.pattern for b in self.gate.secrets.bindings])

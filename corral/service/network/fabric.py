@@ -75,25 +75,40 @@ class FabricManager:
             return await self._ensure()
 
     async def _ensure(self) -> Fabric:
-        if self.current is not None and self._proxy.serving:
-            return self.current
+        if self.current is not None:
+            if self._proxy.serving or not self._serve:
+                return self.current
+            # Known network, proxy served elsewhere until now: only try to take it over.
+            if await self._serve_proxy(self.current):
+                return self.current
+            self.current = None  # its address is gone: the network was removed; make it again
         labels = {**self._containers.network_labels("sandbox-network"), LABEL_PROXY_PORT: str(free_port())}
         spec = NetworkSpec(self.network_name, labels, internal=True, isolated=True, bridge=self.bridge)
         info = await self._engine.ensure_network(spec)
         fabric = _fabric_of(info)
         await self._firewall.install(Fence(self.owner, fabric.bridge, fabric.gateway, fabric.port))
         self.current = fabric
-        if self._serve and not self._proxy.serving:
-            try:
-                await self._proxy.start(fabric.gateway, fabric.port)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise NetworkUnavailable(
-                        f"cannot start the egress proxy on {fabric.gateway}:{fabric.port} ({exc.strerror})"
-                    ) from None
-                # Another Corral server on this data dir serves it; this one takes over if it stops.
-                log.info("the egress proxy on %s:%d is served by another process", fabric.gateway, fabric.port)
+        if self._serve and not await self._serve_proxy(fabric):
+            raise NetworkUnavailable(f"cannot start the egress proxy on {fabric.gateway}:{fabric.port}")
         return fabric
+
+    async def _serve_proxy(self, fabric: Fabric) -> bool:
+        """Listen on the gateway; True also when another Corral server on this data dir already
+        does (this one takes over if it stops), False when the address is gone."""
+        if self._proxy.serving:
+            return True
+        try:
+            await self._proxy.start(fabric.gateway, fabric.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                log.debug("the egress proxy on %s:%d is served by another process", fabric.gateway, fabric.port)
+                return True
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise NetworkUnavailable(
+                f"cannot start the egress proxy on {fabric.gateway}:{fabric.port} ({exc.strerror})"
+            ) from None
+        return True
 
     async def teardown(self) -> bool:
         """Remove proxy, network and rules; False (and nothing removed) while containers still use
