@@ -192,3 +192,23 @@ async def test_a_second_server_on_the_data_dir_takes_the_proxy_over(
             assert await get(proxy_url, url) == (200, "hello -")
             await second.sandboxes.delete(rec.id)
     assert engine.networks == {} and engine.firewall.fences == {}
+
+
+async def test_no_sandbox_network_on_the_host_is_reachable_even_where_the_operator_opened_its_range(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    opened = NetworkSettings(allow_private=("198.18.0.0/15",))  # covers every fake sandbox network
+    other = Settings(home=tmp_path / "other", network=opened)
+    async with open_services(other, engine=engine) as neighbour:
+        await neighbour.sandboxes.create(network="allowlist")  # another data dir's sandbox network
+        neighbour_net = next(iter(engine.networks.values()))
+        async with open_services(Settings(home=tmp_path / "mine", network=opened), engine=engine) as mine:
+            rec = await mine.sandboxes.create(network="allowlist", allow=["198.18.0.0/16"])
+            proxy_url = env_of(engine, rec.container_id)["HTTP_PROXY"]
+            target = str(neighbour_net.subnet).replace(".0/24", ".7")
+            status, body = await get(proxy_url, f"http://{target}:8000/")
+            assert status == 403 and "other sandboxes are never reachable" in body
+            for box in await mine.sandboxes.list_all():
+                await mine.sandboxes.delete(box.id)
+        for box in await neighbour.sandboxes.list_all():
+            await neighbour.sandboxes.delete(box.id)

@@ -43,7 +43,7 @@ from corral.service.network.gate import Gate, parse_hosts
 from corral.service.network.identity import Identity, Keyring
 from corral.service.network.inject import Secrets
 from corral.service.network.mitm import Authority
-from corral.service.network.policy import Guard, PrivateAllowance, check_agent_entries, parse_entries
+from corral.service.network.policy import Guard, Network, PrivateAllowance, check_agent_entries, parse_entries
 from corral.service.network.proxy import EgressProxy, Interception, UpstreamProxy
 from corral.service.supervisor import supervise
 
@@ -145,11 +145,16 @@ class NetworkService:
         self.fabric = FabricManager(engine, firewall or engine.firewall, containers, self.proxy, serve=serve)
         self._helpers = 0
         self._linger_until = 0.0
+        self._sandbox_subnets: tuple[Network, ...] = ()
         self._serve = serve
 
     def _guard(self) -> Guard:
         current = self.fabric.current
-        return Guard(self._private, (current.subnet,) if current else ())
+        own = (current.subnet,) if current and current.subnet not in self._sandbox_subnets else ()
+        return Guard(self._private, self._sandbox_subnets + own)
+
+    async def _refresh_subnets(self) -> None:
+        self._sandbox_subnets = await self.fabric.sandbox_subnets()
 
     def _keys(self) -> Keyring:
         if self._keyring is None:
@@ -186,6 +191,7 @@ class NetworkService:
         await self._table.put(rec.id, policy.mode, policy.allow)
         self.gate.remember(rec.id, self.gate.rules_of(policy.mode, policy.allow))
         fabric = await self.fabric.ensure()
+        await self._refresh_subnets()
         url = self._keys().proxy_url(Identity(rec.id), fabric.gateway, fabric.port)
         return dataclasses.replace(spec, network=fabric.network, env={**spec.env, **self._env(url)})
 
@@ -270,6 +276,7 @@ class NetworkService:
         self._helpers += 1
         try:
             fabric = await self.fabric.ensure()
+            await self._refresh_subnets()
             keys = self._keys()
             proxy_url = keys.proxy_url(identity, fabric.gateway, fabric.port)
             yield HelperRoute(fabric.network, proxy_url, identity, keys.credentials(identity)[1])
@@ -293,6 +300,7 @@ class NetworkService:
         try:
             if await self._table.list():
                 await self.fabric.ensure()
+                await self._refresh_subnets()
             else:
                 await self.release()
         except CorralError as exc:
@@ -306,6 +314,7 @@ class NetworkService:
                     if await self._table.list():
                         if not self.proxy.serving:
                             await self.fabric.ensure()
+                        await self._refresh_subnets()
                     elif self.fabric.current is not None and time.monotonic() > self._linger_until:
                         await self.release()
                 except CorralError as exc:

@@ -21,13 +21,14 @@ import anyio
 from corral.errors import NetworkUnavailable
 from corral.sandbox_backend.engine import Engine, NetworkInfo, NetworkSpec
 from corral.sandbox_backend.firewall import Fence, Firewall
-from corral.service.containers import Containers
+from corral.service.containers import LABEL_ROLE, Containers
 from corral.service.network.policy import Network
 from corral.service.network.proxy import EgressProxy
 
 log = logging.getLogger(__name__)
 
 LABEL_PROXY_PORT = "dev.corral.proxy-port"
+ROLE = "sandbox-network"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class FabricManager:
             if await self._serve_proxy(self.current):
                 return self.current
             self.current = None  # its address is gone: the network was removed; make it again
-        labels = {**self._containers.network_labels("sandbox-network"), LABEL_PROXY_PORT: str(free_port())}
+        labels = {**self._containers.network_labels(ROLE), LABEL_PROXY_PORT: str(free_port())}
         spec = NetworkSpec(self.network_name, labels, internal=True, isolated=True, bridge=self.bridge)
         info = await self._engine.ensure_network(spec)
         fabric = _fabric_of(info)
@@ -122,6 +123,17 @@ class FabricManager:
         self.current = None
         log.info("sandbox network %s and its rules removed", self.network_name)
         return True
+
+    async def sandbox_subnets(self) -> tuple[Network, ...]:
+        """The subnets of every Corral sandbox network on this engine, whichever data dir made it:
+        no proxy ever connects into one (another server's sandboxes are sandboxes too)."""
+        found = []
+        for info in await self._engine.list_networks(f"{LABEL_ROLE}={ROLE}"):
+            if info.subnet:
+                found.append(ipaddress.ip_network(info.subnet, strict=False))
+        if self.current is not None and self.current.subnet not in found:
+            found.append(self.current.subnet)
+        return tuple(found)
 
     async def leftovers(self) -> list[str]:
         """What of this data dir's fabric exists on the host (for gc)."""
