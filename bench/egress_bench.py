@@ -1,8 +1,8 @@
 """Issue 9's benchmark: HTTP GET of a 1 MiB file through the egress proxy vs directly from a sandbox
 on a plain bridge, in the same run.
 
-A threaded HTTP server on the gateway of a plain bridge network the bench creates serves 1 MiB from
-memory. Corral's allowlist sandbox (gVisor, runtime corral-runsc-net) is also attached to that
+A threaded HTTP server (a process of its own) on the gateway of a plain bridge network the bench
+creates serves 1 MiB from memory. Corral's allowlist sandbox (gVisor, runtime corral-runsc-net) is also attached to that
 bridge, so one client process in it can fetch the file both ways: directly over the plain bridge,
 and through the egress proxy (plain HTTP; and a CONNECT tunnel, for information). Python's
 http.client makes a new connection per request and times each request inside the sandbox (no
@@ -12,11 +12,11 @@ machine weighs on all of them alike.
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
 import statistics
-import threading
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +87,24 @@ print(json.dumps({"times": times, "walls": walls, "files": streams * max(n // 4,
 """
 
 
-class _Mib(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
+# The test server runs in a process of its own, as a real one would: in the bench's process its
+# threads would compete for the GIL with the proxy's relay threads, a cost no real server imposes.
+SERVER = r"""
+import http.server, os, sys
+payload = os.urandom(1 << 20)
+class Mib(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
         self.send_response(200)
-        self.send_header("Content-Length", str(MIB))
+        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(self.server.payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
+        self.wfile.write(payload)
+    def log_message(self, *args):
         pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    payload = secrets.token_bytes(MIB)
+server = http.server.ThreadingHTTPServer((sys.argv[1], 0), Mib)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
 
 
 async def egress_phase(ctx: Ctx, home: Path) -> None:
@@ -113,14 +115,15 @@ async def egress_phase(ctx: Ctx, home: Path) -> None:
             f"corral-bench-egress-{secrets.token_hex(3)}", driver="bridge", labels=dict(ctx.bench_labels)
         )
     )
-    server: _Server | None = None
+    server: subprocess.Popen[str] | None = None
     box: Any = None
     try:
         await anyio.to_thread.run_sync(network.reload)
         gateway = str(network.attrs["IPAM"]["Config"][0]["Gateway"])
-        server = _Server((gateway, 0), _Mib)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = int(server.server_address[1])
+        argv = [sys.executable, "-c", SERVER, gateway]
+        server = await anyio.to_thread.run_sync(lambda: subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+        assert server.stdout is not None
+        port = int(await anyio.to_thread.run_sync(server.stdout.readline))
         settings = Settings(
             home=home,
             network=NetworkSettings(hosts=((NAME, gateway),), allow_private=(f"{gateway}:{port}",)),
@@ -146,8 +149,8 @@ async def egress_phase(ctx: Ctx, home: Path) -> None:
             await call(client, "delete_sandbox", sandbox=sandbox)
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.kill()
+            server.wait()
         if box is not None:
             await anyio.to_thread.run_sync(lambda: network.disconnect(box, force=True))
         await anyio.to_thread.run_sync(network.remove)
