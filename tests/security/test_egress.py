@@ -302,7 +302,7 @@ async def test_secrets_are_added_by_the_proxy_and_never_reach_the_sandbox(
     assert "added X-Api-Key" in caplog.text and secret not in caplog.text
 
 
-async def test_gc_finds_and_removes_what_a_crashed_server_left(tmp_path: Path) -> None:
+async def test_gc_and_the_suites_reaper_remove_what_a_crashed_server_left(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, network=NetworkSettings())
     owner = home_label(settings)
     try:
@@ -316,8 +316,14 @@ async def test_gc_finds_and_removes_what_a_crashed_server_left(tmp_path: Path) -
         assert done.returncode == 0, done.stderr
         assert f"corral-net-{owner}" in done.stdout and "iptables rules" in done.stdout, done.stdout
         assert rules_of(owner) == [] and _networks(owner) == []
+        # A test that fails half-way leaves the same; the suite's reaper removes it all too.
+        async with Client(build_server(settings), raise_exceptions=False) as client:
+            with anyio.fail_after(WAIT):
+                await call_ok(client, "create_sandbox", network="allowlist")
+        assert rules_of(owner) and _networks(owner)
     finally:
         reap_containers(tmp_path)
+    assert rules_of(owner) == [] and _networks(owner) == []
 
 
 def _networks(owner: str) -> list[str]:
