@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -56,6 +57,34 @@ class ExecPolicy:
     output_limit: int = 64 * KIB  # per stream, head + tail kept
     max_file_bytes: int = 8 * MIB  # read_file / write_file payloads
     max_code_bytes: int = 1 * MIB  # run_code / run_command source
+
+
+NETWORK_MODES = ("none", "allowlist", "internet")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """What the operator lets sandboxes reach (issue 9; docs in the README's settings table).
+
+    Entries are validated by `service.network.policy` when the server opens, so a typo stops it
+    with a message naming the setting."""
+
+    # Modes agents may ask for (CORRAL_NETWORK_MODES).
+    modes: tuple[str, ...] = ("none", "allowlist")
+    # Destinations every allowlisted sandbox may reach (CORRAL_EGRESS_ALLOW and CORRAL_EGRESS_ALLOW_FILE).
+    allow: tuple[str, ...] = ()
+    # Private destinations (CIDRs, IPs, names, each with an optional :port) that are allowed all the
+    # same (CORRAL_EGRESS_ALLOW_PRIVATE; the older CORRAL_GIT_ALLOW_PRIVATE is folded in).
+    allow_private: tuple[str, ...] = ()
+    # name -> addresses the egress proxy answers before DNS (CORRAL_EGRESS_HOSTS, name=ip pairs).
+    hosts: tuple[tuple[str, str], ...] = ()
+    # A PEM bundle every networked sandbox trusts, and the proxy trusts upstream (CORRAL_SANDBOX_CA).
+    sandbox_ca: Path | None = None
+    # Where the egress proxy sends connections to public addresses (CORRAL_UPSTREAM_PROXY, default
+    # the server's own HTTPS_PROXY); None: connect directly.
+    upstream_proxy: str | None = None
+    # JSON file binding headers to host patterns, added by the proxy (CORRAL_EGRESS_SECRETS).
+    secrets_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +163,9 @@ class Settings:
     # Private/loopback/link-local destinations git may fetch from or push to (hosts, IPs or CIDRs);
     # everything else non-public is refused, so a model cannot aim the networked helper at the
     # host's own services or a cloud metadata address. CORRAL_GIT_ALLOW_PRIVATE, comma-separated.
+    # Deprecated: kept so older callers still work; folded into network.allow_private.
     git_allow_private: tuple[str, ...] = ()
+    network: NetworkSettings = NetworkSettings()
     # Host directories upload/download may touch (nothing by default); CORRAL_HOST_DIRS, --allow-host-dir.
     host_dirs: tuple[Path, ...] = ()
     # Where expose_port listens on the host; CORRAL_PORT_HOST.
@@ -161,6 +192,10 @@ class Settings:
     def db_path(self) -> Path:
         return self.home / "corral.db"
 
+    @property
+    def allow_private(self) -> tuple[str, ...]:
+        return self.network.allow_private + self.git_allow_private
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -181,7 +216,7 @@ class Settings:
             max_sandboxes=env_number("CORRAL_MAX_SANDBOXES", 50, int, low=1),
             docker_url=env.get("DOCKER_HOST"),
             host_dirs=parse_host_dirs(env.get("CORRAL_HOST_DIRS", "")),
-            git_allow_private=_csv(env.get("CORRAL_GIT_ALLOW_PRIVATE", "")),
+            network=network_from_env(),
             port_host=env.get("CORRAL_PORT_HOST", "127.0.0.1"),
             images=image_patterns("CORRAL_IMAGES") if env.get("CORRAL_IMAGES", "").strip() else None,
             image_pull=image_patterns("CORRAL_IMAGE_PULL"),
@@ -207,6 +242,59 @@ def env_flag(name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigurationError(f"{name}={raw!r} is not a valid flag; use 1/true/yes or 0/false/no")
+
+
+def network_from_env() -> NetworkSettings:
+    """CORRAL_NETWORK_MODES, the egress settings and friends; the entries themselves are checked by
+    the network service when the server opens (it knows their grammar)."""
+    env = os.environ
+    modes = _csv(env.get("CORRAL_NETWORK_MODES", "")) or NetworkSettings.modes
+    for mode in modes:
+        if mode not in NETWORK_MODES:
+            raise ConfigurationError(f"CORRAL_NETWORK_MODES: {mode!r} is not a mode; valid: {', '.join(NETWORK_MODES)}")
+    allow = _csv(env.get("CORRAL_EGRESS_ALLOW", ""))
+    allow_file = env.get("CORRAL_EGRESS_ALLOW_FILE", "").strip()
+    if allow_file:
+        try:
+            lines = Path(allow_file).expanduser().read_text().splitlines()
+        except OSError as exc:
+            raise ConfigurationError(f"CORRAL_EGRESS_ALLOW_FILE: cannot read {allow_file} ({exc.strerror})") from None
+        allow += tuple(e for line in lines for e in _csv(line.split("#", 1)[0]))
+    private = _csv(env.get("CORRAL_EGRESS_ALLOW_PRIVATE", ""))
+    legacy = _csv(env.get("CORRAL_GIT_ALLOW_PRIVATE", ""))
+    if legacy:
+        logging.getLogger("corral.config").warning(
+            "CORRAL_GIT_ALLOW_PRIVATE is deprecated: use CORRAL_EGRESS_ALLOW_PRIVATE (it now covers git and "
+            "sandboxes alike); its entries are used as if they were listed there"
+        )
+    hosts: list[tuple[str, str]] = []
+    for pair in _csv(env.get("CORRAL_EGRESS_HOSTS", "")):
+        name, sep, address = pair.partition("=")
+        if not sep or not name.strip() or not address.strip():
+            raise ConfigurationError(f"CORRAL_EGRESS_HOSTS: {pair!r} is not name=ip (e.g. pkgs.test=172.17.0.1)")
+        hosts.append((name.strip(), address.strip()))
+    upstream = env.get("CORRAL_UPSTREAM_PROXY")
+    if upstream is None:
+        upstream = env.get("HTTPS_PROXY") or env.get("https_proxy") or ""
+    return NetworkSettings(
+        modes=modes,
+        allow=allow,
+        allow_private=private + legacy,
+        hosts=tuple(hosts),
+        sandbox_ca=_path_setting("CORRAL_SANDBOX_CA"),
+        upstream_proxy=upstream.strip() if upstream.strip() and upstream.strip() != "none" else None,
+        secrets_file=_path_setting("CORRAL_EGRESS_SECRETS"),
+    )
+
+
+def _path_setting(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"{name}={raw!r} is not a readable file")
+    return path
 
 
 N = TypeVar("N", int, float)
@@ -240,6 +328,8 @@ def image_patterns(name: str) -> tuple[str, ...]:
                 "'ghcr.io/org/*' or '*')"
             )
     return patterns
+
+
 def _csv(spec: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in spec.split(",") if part.strip())
 

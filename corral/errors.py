@@ -15,7 +15,8 @@
     │   ├── BackendUnavailable  the engine is not reachable
     │   ├── ImageNotFound       the image is not present and cannot be pulled
     │   ├── RuntimeMissing      gVisor (runsc) is not registered with the engine
-    │   └── DiskQuotaUnavailable  a sandbox's disk limit cannot be enforced here (not root, no loop devices)
+    │   ├── DiskQuotaUnavailable  a sandbox's disk limit cannot be enforced here (not root, no loop devices)
+    │   └── NetworkUnavailable  the host cannot fence sandbox networks (iptables, br_netfilter)
     ├── StoreError              the state database failed (locked too long, disk full, corrupt)
     │   └── StoreConflict       a write broke a uniqueness rule (two creates with one name)
     ├── AgentFailure            the in-sandbox agent failed, vanished or sent garbage; `.kind`
@@ -109,3 +110,7 @@ class AgentFailure(CorralError):
 
 class ConfigurationError(CorralError):
     pass
+
+
+class NetworkUnavailable(BackendError):
+    """The host cannot enforce a sandbox network policy (iptables, br_netfilter, the proxy)."""

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from anyio.abc import ByteStream
 
+from corral.sandbox_backend.firewall import Firewall
+
 EventHandler = Callable[[str, Mapping[str, str]], Awaitable[None]]  # (action, labels)
 StderrListener = Callable[[bytes], Coroutine[Any, Any, None]]
 
@@ -91,6 +93,28 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """A bridge network. `internal`: no route out of it (no NAT, Docker drops forwarded traffic);
+    `isolated`: its members cannot reach each other; `bridge`: the host interface's name."""
+
+    name: str
+    labels: Mapping[str, str]
+    internal: bool = False
+    isolated: bool = False
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    labels: Mapping[str, str]
+    internal: bool
+    gateway: str | None  # the host's address on it
+    subnet: str | None
+    bridge: str | None  # the host interface
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     id: str
     name: str
@@ -146,6 +170,11 @@ class ExecStream(ByteStream):
 
 class Engine(Protocol):
     capabilities: Capabilities
+
+    @property
+    def firewall(self) -> Firewall:
+        """The host packet filter that fences this engine's sandbox networks (sandbox_backend/firewall.py)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -221,8 +250,16 @@ class Engine(Protocol):
         """Run `argv` to completion and collect its output; `env` reaches only this process."""
         ...
 
-    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create the bridge network `name` unless it exists."""
+    async def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create the bridge network `spec.name` unless it exists; returns what exists."""
+        ...
+
+    async def remove_network(self, name: str) -> bool:
+        """Remove the network; True when it is gone (or never was), False while containers use it."""
+        ...
+
+    async def list_networks(self, label: str) -> list[NetworkInfo]:
+        """Every network carrying `label` ("key=value")."""
         ...
 
     async def create_volume(self, spec: VolumeSpec) -> None:

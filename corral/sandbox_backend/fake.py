@@ -33,10 +33,13 @@ from corral.sandbox_backend.engine import (
     EventHandler,
     ExecOutput,
     ExecStream,
+    NetworkInfo,
+    NetworkSpec,
     StderrListener,
     VolumeInfo,
     VolumeSpec,
 )
+from corral.sandbox_backend.firewall import FakeFirewall
 
 _HEADER = struct.Struct(">I")
 _BINARY = 0x80000000
@@ -189,7 +192,8 @@ class FakeEngine:
         self.images: set[str] = set(images)
         self.image_bytes = 1_000_000_000
         self.pullable: set[str] = set(pullable)
-        self.networks: dict[str, dict[str, str]] = {}
+        self.networks: dict[str, NetworkInfo] = {}
+        self.firewall: FakeFirewall = FakeFirewall()
         self.volumes: dict[str, VolumeSpec] = {}
         # Backing storage left without its volume (as a crash between the two would leave it).
         self.stray_disks: set[str] = set()
@@ -391,9 +395,28 @@ class FakeEngine:
         found += [VolumeInfo(name, {}, None) for name in sorted(self.stray_disks - set(self.volumes))]
         return found
 
-    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        self._enter("ensure_network", name)
-        self.networks.setdefault(name, dict(labels))
+    async def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        self._enter("ensure_network", spec.name)
+        if spec.name not in self.networks:
+            n = len(self.networks) + 1
+            self.networks[spec.name] = NetworkInfo(
+                # The gateway is loopback so that a real proxy can listen on it in unit tests.
+                spec.name, dict(spec.labels), spec.internal, "127.0.0.1", f"198.18.{n}.0/24",
+                spec.bridge or f"br-fake{n}",
+            )
+        return self.networks[spec.name]
+
+    async def remove_network(self, name: str) -> bool:
+        self._enter("remove_network", name)
+        if any(c.spec.network == name for c in self.containers.values()):
+            return False
+        self.networks.pop(name, None)
+        return True
+
+    async def list_networks(self, label: str) -> list[NetworkInfo]:
+        self._enter("list_networks", label)
+        key, _, value = label.partition("=")
+        return [n for n in self.networks.values() if n.labels.get(key) == value]
 
     async def watch_container_events(self, label: str, handle: EventHandler) -> None:
         entry = (label, handle)

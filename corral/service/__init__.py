@@ -28,6 +28,7 @@ from corral.service.files import Files
 from corral.service.git import Git
 from corral.service.instances import Instances
 from corral.service.inventory import Inventory
+from corral.service.network import NetworkService
 from corral.service.ports import Ports
 from corral.service.processes import Processes
 from corral.service.reconcile import Reconciler
@@ -54,6 +55,7 @@ class Services:
     reconciler: Reconciler
     tenants: Tenants
     inventory: Inventory
+    network: NetworkService
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -82,7 +84,14 @@ async def open_services(
         async with anyio.create_task_group() as tg:
             containers = Containers(settings, engine, store.helpers)
             agents = AgentPool(engine, tg)
-            sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers)
+
+            async def sandbox_ids() -> set[str]:
+                return {rec.id for rec in await store.sandboxes.list()}
+
+            network = NetworkService(
+                settings, engine, containers, store.egress, sandbox_ids=sandbox_ids, serve=serve and not read_only
+            )
+            sandboxes = SandboxService(settings, engine, store.sandboxes, agents, containers, network)
             services = Services(
                 settings=settings,
                 sandboxes=sandboxes,
@@ -90,17 +99,19 @@ async def open_services(
                 files=Files(sandboxes, settings.exec, settings.host_dirs),
                 processes=Processes(sandboxes, store.processes, settings.exec),
                 ports=Ports(sandboxes, engine, store.ports, tg, settings.port_host, instances),
-                git=Git(sandboxes, engine, containers, settings, store.git_remotes),
+                git=Git(sandboxes, engine, containers, settings, store.git_remotes, network),
                 audit=Auditor(store.audit, settings.audit_days),
                 instances=instances,
                 reconciler=Reconciler(engine, store.sandboxes, store.helpers, instances, containers),
                 tenants=Tenants(store.tokens, settings),
                 inventory=Inventory(engine, store.sandboxes, containers),
+                network=network,
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)
             sandboxes.on_delete(services.execution.forget_sandbox)
             sandboxes.on_delete(services.git.forget_sandbox)
+            sandboxes.on_delete(network.forget_sandbox)
             sandboxes.on_gone(services.ports.stop_listening)
             if serve:
                 # The server's own work (reconcile, events, restored ports) acts for every tenant.
@@ -121,6 +132,7 @@ async def open_services(
                     except CorralError as exc:
                         log.warning("could not prune old audit records: %s", exc)
                     sandboxes.watch_events(tg)
+                    await network.start(tg)
                     instances.on_heartbeat(services.ports.restore)
                     supervise(tg, "heartbeat", instances.run)
             try:
@@ -129,6 +141,7 @@ async def open_services(
                 await services.ports.close_all()
                 await agents.close_all()
                 await instances.unregister()
+                await network.close()
                 tg.cancel_scope.cancel()
     finally:
         await engine.close()

@@ -76,12 +76,6 @@ class Containers:
             LABEL_INSTANCE: self.settings.instance_id,
         }
 
-    @property
-    def egress_network(self) -> str:
-        """The bridge network helpers with network use; one per data dir, so two servers (or two
-        test runs) never remove each other's."""
-        return f"corral-egress-{self.owner}"
-
     def network_labels(self, role: str) -> dict[str, str]:
         return {**self._labels(), LABEL_ROLE: role}
 

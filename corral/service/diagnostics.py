@@ -17,6 +17,7 @@ import anyio.to_thread
 
 from corral.config import RUNTIME_GVISOR, RUNTIME_GVISOR_NET, Settings
 from corral.errors import CorralError
+from corral.sandbox_backend import firewall
 from corral.sandbox_backend.engine import Engine
 from corral.service.containers import Containers
 
@@ -147,15 +148,10 @@ class Doctor:
         return Check("data dir", True, f"{home} is private")
 
     def _iptables(self) -> Check:
-        # Needed only by network-enabled sandboxes and helpers (egress rules); a warning otherwise.
-        binary = shutil.which("iptables")
-        if binary is None:
-            return Check("iptables", False, "iptables is not installed", "apt-get install iptables", required=False)
-        try:
-            proc = subprocess.run([binary, "-S", "FORWARD"], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return Check("iptables", False, f"iptables failed: {exc}", "run Corral as root", required=False)
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip() or f"exit {proc.returncode}")[:200]
-            return Check("iptables", False, detail, "run Corral as root with iptables available", required=False)
-        return Check("iptables", True, "iptables answers (egress rules for networked sandboxes)", required=False)
+        # Needed only by networked sandboxes (and git helpers): a warning otherwise.
+        problem = firewall.problem()
+        if problem is not None:
+            return Check(
+                "sandbox network firewall", False, problem, f"{SETUP} (as root, with iptables)", required=False
+            )
+        return Check("sandbox network firewall", True, "iptables and br_netfilter fence sandbox networks", required=False)

@@ -7,6 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service.network import NetworkView
+
+
+class EgressCounts(BaseModel):
+    allowed: int
+    denied: int
 
 
 class SandboxInfo(BaseModel):
@@ -22,7 +28,9 @@ class SandboxInfo(BaseModel):
     isolation: Literal["gvisor", "runc-UNSAFE"] = Field(
         description="gvisor: code never touches the host kernel directly. runc-UNSAFE: operator override."
     )
-    network: str = Field(description="'none' = no network at all.")
+    network: str = Field(description="none (no network at all), allowlist or internet.")
+    allow: list[str] | None = Field(None, description="What an allowlist sandbox may reach (and the operator's list).")
+    egress: EgressCounts | None = Field(None, description="Connections the egress proxy allowed and denied.")
     memory_mb: int
     cpus: float
     pids_limit: int
@@ -32,7 +40,10 @@ class SandboxInfo(BaseModel):
     last_used_at: float
 
     @classmethod
-    def from_record(cls, rec: SandboxRecord) -> SandboxInfo:
+    def from_record(cls, rec: SandboxRecord, network: NetworkView | None = None) -> SandboxInfo:
+        counts = None
+        if network is not None and network.allowed is not None and network.denied is not None:
+            counts = EgressCounts(allowed=network.allowed, denied=network.denied)
         return cls(
             id=rec.id,
             name=rec.name,
@@ -40,7 +51,9 @@ class SandboxInfo(BaseModel):
             image=rec.image,
             runtime=rec.runtime,
             isolation="runc-UNSAFE" if rec.runtime == "runc" else "gvisor",
-            network=rec.network,
+            network=network.mode if network else rec.network,
+            allow=list(network.allow) if network and network.allow is not None else None,
+            egress=counts,
             memory_mb=rec.memory_bytes // (1024 * 1024),
             cpus=rec.cpus,
             pids_limit=rec.pids_limit,

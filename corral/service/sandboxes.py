@@ -15,13 +15,13 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.config import MIB, RUNTIME_RUNC, WORKDIR, Limits, Quota, Settings
+from corral.config import MIB, RUNTIME_GVISOR_NET, RUNTIME_RUNC, WORKDIR, Limits, Quota, Settings
 from corral.errors import (
     CorralError,
     InvalidRequest,
@@ -40,6 +40,7 @@ from corral.service import tenancy
 from corral.service.agents import AgentPool
 from corral.service.containers import LABEL_ROLE, LABEL_SANDBOX, SANDBOX_UID, Containers
 from corral.service.images import ImagePolicy
+from corral.service.network import NetworkService, Policy
 from corral.service.supervisor import supervise
 from corral.service.validation import check_image, check_labels, check_name
 
@@ -50,10 +51,17 @@ DeleteHook = Callable[[str], Awaitable[None]]  # gets the id of a sandbox being 
 
 class SandboxService:
     def __init__(
-        self, settings: Settings, engine: Engine, table: SandboxTable, agents: AgentPool, containers: Containers
+        self,
+        settings: Settings,
+        engine: Engine,
+        table: SandboxTable,
+        agents: AgentPool,
+        containers: Containers,
+        network: NetworkService | None = None,
     ) -> None:
         self.settings = settings
         self._engine = engine
+        self._network = network
         self._table = table
         self._agents = agents
         self._containers = containers
@@ -127,10 +135,13 @@ class SandboxService:
         cpus: float | None = None,
         disk_mb: int | None = None,
         labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        allow: Sequence[str] | None = None,
     ) -> SandboxRecord:
         settings = self.settings
         who = tenancy.caller()
         tenant = who.tenant or tenancy.LOCAL
+        policy = self._policy(network, allow)
         if name is not None:
             check_name(name)
             if await self._table.get(name, tenant) is not None:
@@ -145,7 +156,7 @@ class SandboxService:
         quota = Quotas(settings.max_sandboxes, tenant, who.quota, memory, 0 if unlimited else disk)
         # Refuse early, before pulling anything; the insert below checks again atomically.
         quota.check(await self._table.usage(), await self._table.usage(tenant))
-        runtime = RUNTIME_RUNC if settings.unsafe_runc else settings.runtime
+        runtime = RUNTIME_RUNC if settings.unsafe_runc else RUNTIME_GVISOR_NET if policy.wired else settings.runtime
         await self._check_runtime(runtime)
         await self._images.ensure(image)
 
@@ -157,7 +168,7 @@ class SandboxService:
             container_id=None,
             image=image,
             runtime=runtime,
-            network="none",
+            network=policy.mode,
             memory_bytes=memory,
             cpus=cpu,
             pids_limit=limits.pids,
@@ -184,12 +195,17 @@ class SandboxService:
                 await self._engine.create_volume(
                     self._containers.volume_spec(rec.volume, rec.id, "workspace", rec.disk_bytes)
                 )
-            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
+            spec = self._containers.sandbox_spec(rec)
+            if self._network is not None:
+                spec = await self._network.attach(rec, spec, policy)
+            container_id = await self._engine.create_container(spec)
             await self._table.update(rec.id, container_id=container_id)
             if rec.volume is None:
                 # A writable root file system: images other than ours have no home for uid 1000.
                 await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, SANDBOX_UID, SANDBOX_UID))
             await self._agents.install(container_id)
+            if self._network is not None:
+                await self._network.provision(container_id, rec)
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
             await self._agents.get(rec)
@@ -202,6 +218,8 @@ class SandboxService:
                     await self._quiet_remove(container_id)
                 for volume in volumes:
                     await self._quiet_remove_volume(volume)
+                if self._network is not None:
+                    await self._quietly(self._network.forget_sandbox(rec.id))
                 await self._table.delete(rec.id)
             raise
         return rec
@@ -209,6 +227,33 @@ class SandboxService:
     def _volumes(self, rec: SandboxRecord) -> list[str]:
         """The sandbox's volumes: the agent's code, and /workspace unless disk limits are off."""
         return [self._containers.agent_volume(rec.id), *([rec.volume] if rec.volume else [])]
+
+    def _policy(self, network: str | None, allow: Sequence[str] | None) -> Policy:
+        if self._network is not None:
+            return self._network.prepare(network, allow)
+        if network not in (None, "none") or allow is not None:
+            raise InvalidRequest("this server offers no network for sandboxes (network='none' only)")
+        return Policy("none")
+
+    async def update_network(self, ref: str, network: str | None, allow: Sequence[str] | None) -> SandboxRecord:
+        """Change a live sandbox's network policy; it applies to the next connection, and open ones
+        the new policy does not allow are cut."""
+        rec = await self.resolve(ref)
+        if self._network is None:
+            self._policy(network, allow)
+            return rec
+        async with self._lock(rec.id):
+            policy = await self._network.update(rec, network, allow)
+            if policy.mode != rec.network:
+                await self._table.update(rec.id, network=policy.mode)
+                rec = rec.with_(network=policy.mode)
+        return rec
+
+    async def _quietly(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except CorralError as exc:
+            log.warning("cleanup failed: %s", exc)
 
     def _check_memory(self, memory_mb: int) -> int:
         top = max(self.settings.limits.memory_bytes // (1024 * 1024), 128) * 8

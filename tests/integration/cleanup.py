@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import subprocess
 from pathlib import Path
 
 import docker
@@ -14,8 +16,8 @@ from corral.service.containers import home_label
 
 
 def reap_containers(home: Path) -> None:
-    """Remove every container, volume (with its disk image and loop device) and network labelled
-    as owned by this data dir."""
+    """Remove every container, volume (with its disk image and loop device), network and iptables
+    rule labelled as owned by this data dir."""
     owner = home_label(Settings(home=home))
     label = {"label": f"{LABEL_NAMESPACE}.owner={owner}"}
     client = docker.from_env()
@@ -36,3 +38,24 @@ def reap_containers(home: Path) -> None:
             network.remove()
     finally:
         client.close()
+    reap_rules(owner)
+
+
+def rules_of(owner: str) -> list[str]:
+    """This owner's rules and chains, as `iptables -S` / `ip6tables -S` print them."""
+    found = []
+    for command in ("iptables", "ip6tables"):
+        listing = subprocess.run([command, "-w", "-S"], capture_output=True, text=True, timeout=60).stdout
+        found += [f"{command} {line}" for line in listing.splitlines() if owner in line]
+    return found
+
+
+def reap_rules(owner: str) -> None:
+    for line in rules_of(owner):
+        command, *words = shlex.split(line)
+        if words[0] == "-A" and f"corral:{owner}" in words:
+            subprocess.run([command, "-w", "-D", *words[1:]], capture_output=True, timeout=60)
+    for command in ("iptables", "ip6tables"):
+        for chain in (f"CORRAL-{owner}", f"CORRAL-IN-{owner}"):
+            if subprocess.run([command, "-w", "-F", chain], capture_output=True, timeout=60).returncode == 0:
+                subprocess.run([command, "-w", "-X", chain], capture_output=True, timeout=60)

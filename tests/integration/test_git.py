@@ -302,7 +302,7 @@ async def test_private_destinations_are_refused_unless_allowed(settings: Setting
         async with Client(build_server(strict)) as strict_client:
             box = (await call(strict_client, "create_sandbox"))["id"]
             message = await fails(strict_client, "git_clone", sandbox=box, url="http://127.0.0.1:9/repo.git")
-            assert "refusing to reach 127.0.0.1" in message and "CORRAL_GIT_ALLOW_PRIVATE" in message
+            assert "refusing to reach 127.0.0.1" in message and "CORRAL_EGRESS_ALLOW_PRIVATE" in message
             await call(strict_client, "delete_sandbox", sandbox=box)
     finally:
         reap_containers(tmp_path)

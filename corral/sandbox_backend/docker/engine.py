@@ -34,10 +34,13 @@ from corral.sandbox_backend.engine import (
     ContainerStats,
     EventHandler,
     ExecOutput,
+    NetworkInfo,
+    NetworkSpec,
     StderrListener,
     VolumeInfo,
     VolumeSpec,
 )
+from corral.sandbox_backend.firewall import Firewall, IptablesFirewall
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +96,24 @@ def _stats(raw: Mapping[str, Any]) -> ContainerStats | None:
     )
 
 
+def _network_info(network: Any) -> NetworkInfo:
+    return _network_info_attrs(network.attrs)
+
+
+def _network_info_attrs(attrs: Mapping[str, Any]) -> NetworkInfo:
+    ipam = ((attrs.get("IPAM") or {}).get("Config") or [{}])[0] or {}
+    options = attrs.get("Options") or {}
+    bridge = options.get("com.docker.network.bridge.name") or f"br-{str(attrs.get('Id', ''))[:12]}"
+    return NetworkInfo(
+        name=str(attrs.get("Name", "")),
+        labels=attrs.get("Labels") or {},
+        internal=bool(attrs.get("Internal")),
+        gateway=ipam.get("Gateway"),
+        subnet=ipam.get("Subnet"),
+        bridge=bridge,
+    )
+
+
 class DockerEngine:
     """Async facade over a `docker.DockerClient`; the blocking SDK runs in worker threads.
 
@@ -116,6 +137,7 @@ class DockerEngine:
         self._client_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(32)
         self._disks = LoopDisks(disk_dir or default_home() / "disks", engine_is_local=_is_local(base_url))
+        self.firewall: Firewall = IptablesFirewall()
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -402,22 +424,55 @@ class DockerEngine:
 
     # -- networks and run-to-completion execs (helper containers) ----------------------------
 
-    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create the bridge network `name` unless it exists (safe against a concurrent create)."""
+    async def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create the bridge network unless it exists (safe against a concurrent create)."""
 
-        def ensure() -> None:
+        def ensure() -> NetworkInfo:
             try:
-                self._client.networks.get(name)
-                return
+                return _network_info(self._client.networks.get(spec.name))
             except docker.errors.NotFound:
                 pass
+            options = {}
+            if spec.isolated:
+                options["com.docker.network.bridge.enable_icc"] = "false"
+            if spec.bridge:
+                options["com.docker.network.bridge.name"] = spec.bridge
             try:
-                self._client.networks.create(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+                self._client.networks.create(
+                    spec.name,
+                    driver="bridge",
+                    internal=spec.internal,
+                    options=options,
+                    labels=dict(spec.labels),
+                    check_duplicate=True,
+                )
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: created meanwhile by someone else
                     raise
+            return _network_info(self._client.networks.get(spec.name))
 
-        await self._run(f"create network {name}", ensure)
+        return await self._run(f"create network {spec.name}", ensure)
+
+    async def remove_network(self, name: str) -> bool:
+        def remove() -> bool:
+            try:
+                self._client.api.remove_network(name)
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError as exc:
+                if exc.status_code in (403, 409) or "active endpoints" in str(exc):
+                    return False
+                raise
+            return True
+
+        return await self._run(f"remove network {name}", remove)
+
+    async def list_networks(self, label: str) -> list[NetworkInfo]:
+        def ls() -> list[NetworkInfo]:
+            found = self._client.api.networks(filters={"label": label})
+            return [_network_info_attrs(attrs) for attrs in found]
+
+        return await self._run("list networks", ls)
 
     async def exec_collect(
         self,

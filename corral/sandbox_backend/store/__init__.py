@@ -12,6 +12,7 @@ from corral.errors import StoreError
 from corral.sandbox_backend.store.audit import AuditTable
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.sandbox_backend.store.db import Database, migrations
+from corral.sandbox_backend.store.egress import EgressRecord, EgressTable
 from corral.sandbox_backend.store.git_remotes import GitRemoteTable
 from corral.sandbox_backend.store.instances import HelperTable, InstanceTable
 from corral.sandbox_backend.store.processes import PortTable, ProcessTable
@@ -41,6 +42,7 @@ class Store:
         self.instances = InstanceTable(db)
         self.helpers = HelperTable(db)
         self.tokens = TokenTable(db)
+        self.egress = EgressTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -76,6 +78,8 @@ async def _check_schema(db: Database) -> None:
 
 __all__ = [
     "AuditEntry",
+    "EgressRecord",
+    "EgressTable",
     "GitRemoteTable",
     "HelperRecord",
     "InstanceRecord",
