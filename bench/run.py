@@ -25,6 +25,7 @@ import docker
 
 from bench.config import Config
 from bench.corral_bench import Ctx, corral_phase
+from bench.egress_bench import egress_checks, egress_phase
 from bench.llm_bench import comparison, llm_phase, remove_alias_image
 from bench.machine import machine_facts
 from bench.report import Check, Results
@@ -33,7 +34,7 @@ from corral.config import DEFAULT_IMAGE, LABEL_NAMESPACE, RUNTIME_GVISOR, Settin
 from corral.service.containers import home_label
 
 HERE = Path(__file__).resolve().parent
-ALL = ("rtt", "files", "create", "state", "concurrency", "pool", "power", "memory", "llm")
+ALL = ("rtt", "files", "create", "state", "concurrency", "pool", "power", "memory", "llm", "egress")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +63,22 @@ def reap(client: docker.DockerClient, owners: list[str]) -> int:
             except docker.errors.NotFound:
                 pass
     return removed
+
+
+def reap_networks(client: docker.DockerClient, owners: list[str]) -> None:
+    """Remove the run's networks and the iptables rules of its data dirs (the egress benchmark's)."""
+    from corral.sandbox_backend.firewall import IptablesFirewall
+
+    for owner in owners:
+        for network in client.networks.list(filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}):
+            try:
+                network.remove()
+            except docker.errors.APIError:
+                pass
+        try:
+            anyio.run(IptablesFirewall().remove, owner)
+        except Exception as exc:  # no iptables here: nothing was installed either
+            print(f"bench: could not check iptables rules of {owner}: {exc}", file=sys.stderr)
 
 
 def preflight(client: docker.DockerClient, image: str) -> str | None:
@@ -137,6 +154,7 @@ def evaluate(results: Results) -> None:
     elif "llm" in results.tables or any("llm-sandbox" in f for f in results.failures):
         checks.append(Check("print(1) per call vs llm-sandbox", "≥ 10x faster", "not measured (see failures)", None))
     lifecycle_checks(results)
+    checks.extend(egress_checks(results))
     corral_state, llm_state = s.get("state.corral.call"), s.get("state.llm.call")
     if corral_state and llm_state:
         r = llm_state.p50 / corral_state.p50
@@ -155,24 +173,42 @@ def lifecycle_checks(results: Results) -> None:
     s, extra, checks = results.summaries, results.extra, results.checks
     pool, first, docker_run = s.get("pool.create"), s.get("pool.first"), s.get("pool.docker")
     if pool and docker_run:
-        checks.append(Check("create_sandbox p50 with the pool, MCP tool level", "≤ 50 ms", f"{ms(pool.p50)} ms",
-                            pool.p50 <= 50))
+        checks.append(
+            Check("create_sandbox p50 with the pool, MCP tool level", "≤ 50 ms", f"{ms(pool.p50)} ms", pool.p50 <= 50)
+        )
         share = pool.p50 / docker_run.p50
-        checks.append(Check("create_sandbox p50 with the pool vs bare docker run -d", "≤ 0.15x",
-                            f"{share:.2f}x ({ms(pool.p50)} ms vs {ms(docker_run.p50)} ms)", share <= 0.15))
+        checks.append(
+            Check(
+                "create_sandbox p50 with the pool vs bare docker run -d",
+                "≤ 0.15x",
+                f"{share:.2f}x ({ms(pool.p50)} ms vs {ms(docker_run.p50)} ms)",
+                share <= 0.15,
+            )
+        )
     if first:
-        checks.append(Check("create_sandbox + first run_code('print(1)') p50 with the pool", "≤ 80 ms",
-                            f"{ms(first.p50)} ms", first.p50 <= 80))
+        checks.append(
+            Check(
+                "create_sandbox + first run_code('print(1)') p50 with the pool",
+                "≤ 80 ms",
+                f"{ms(first.p50)} ms",
+                first.p50 <= 80,
+            )
+        )
     cold, bare = s.get("create.corral"), s.get("create.docker")
     if cold and bare:
         share = cold.p50 / bare.p50
-        checks.append(Check("cold create_sandbox p50 vs bare docker run -d", "≤ 1.5x",
-                            f"{share:.2f}x ({ms(cold.p50)} ms vs {ms(bare.p50)} ms)", share <= 1.5))
+        checks.append(
+            Check(
+                "cold create_sandbox p50 vs bare docker run -d",
+                "≤ 1.5x",
+                f"{share:.2f}x ({ms(cold.p50)} ms vs {ms(bare.p50)} ms)",
+                share <= 1.5,
+            )
+        )
     for key, what in (("pool", "pooled"), ("corral", "idle (agent + Python context)")):
         value = extra.get(f"memory.{key}.cgroup_mib")
         if value is not None:
-            checks.append(Check(f"idle memory per {what} sandbox, cgroup", "≤ 40 MiB", f"{value:.1f} MiB",
-                                value <= 40))
+            checks.append(Check(f"idle memory per {what} sandbox, cgroup", "≤ 40 MiB", f"{value:.1f} MiB", value <= 40))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     home_inproc, home_stdio, home_pool = root / "home-inproc", root / "home-stdio", root / "home-pool"
-    for home in (home_inproc, home_stdio, home_pool):
+    home_egress = root / "home-egress"
+    for home in (home_inproc, home_stdio, home_pool, home_egress):
         home.mkdir()
-    owners = [home_label(Settings(home=h)) for h in (home_inproc, home_stdio, root, home_pool)]
+    owners = [home_label(Settings(home=h)) for h in (home_inproc, home_stdio, root, home_pool, home_egress)]
     ctx = Ctx(
         cfg=cfg,
         results=results,
@@ -217,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results.facts = machine_facts(client)
         anyio.run(corral_phase, ctx)
+        if "egress" in args.only:
+            try:
+                anyio.run(egress_phase, ctx, home_egress)
+            except Exception as exc:
+                while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]  # type: ignore[assignment]
+                results.fail("egress proxy vs direct", exc)
         if "llm" in args.only:
             llm_phase(ctx)
         comparison(results)
@@ -228,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
         try:
             removed = reap(client, owners)
+            reap_networks(client, owners)
             remove_alias_image(client)
             left = sum(
                 len(client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={o}"})) for o in owners

@@ -8,11 +8,15 @@
     ├── SandboxNotFound         no sandbox has that id or name (message lists the known ones)
     ├── SandboxLost             the record exists but its container vanished from the engine
     ├── SandboxBusy             the sandbox (or one of its contexts) is in use or changing state
+    ├── SandboxCrashed          the sandbox stopped during the call (out of memory, too many
+    │                           processes, ...); `.oom` says which; it restarts on the next call
     ├── QuotaExceeded           a server-side limit (number of sandboxes, ports, processes, ...)
     ├── BackendError            the container engine failed or refused
     │   ├── BackendUnavailable  the engine is not reachable
     │   ├── ImageNotFound       the image is not present and cannot be pulled
     │   ├── RuntimeMissing      gVisor (runsc) is not registered with the engine
+    │   ├── DiskQuotaUnavailable  a sandbox's disk limit cannot be enforced here (not root, no loop devices)
+    │   ├── NetworkUnavailable  the host cannot fence sandbox networks (iptables, br_netfilter)
     │   └── CheckpointUnavailable  memory could not be saved, copied or restored (the reason
     │                           says why); callers fall back to keeping files only
     ├── StoreError              the state database failed (locked too long, disk full, corrupt)
@@ -61,6 +65,13 @@ class SandboxBusy(CorralError):
     pass
 
 
+class SandboxCrashed(CorralError):
+    def __init__(self, message: str, *, oom: bool = False, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.oom = oom
+        self.exit_code = exit_code
+
+
 class QuotaExceeded(CorralError):
     pass
 
@@ -78,6 +89,10 @@ class ImageNotFound(BackendError):
 
 
 class RuntimeMissing(BackendError):
+    pass
+
+
+class DiskQuotaUnavailable(BackendError):
     pass
 
 
@@ -101,3 +116,7 @@ class AgentFailure(CorralError):
 
 class ConfigurationError(CorralError):
     pass
+
+
+class NetworkUnavailable(BackendError):
+    """The host cannot enforce a sandbox network policy (iptables, br_netfilter, the proxy)."""

@@ -13,6 +13,9 @@ command -v runsc >/dev/null 2>&1 || need_pkgs+=(runsc)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+# Sandbox disk limits: an ext4 image per sandbox on a loop device.
+command -v losetup >/dev/null 2>&1 || need_pkgs+=(util-linux)
+{ command -v mkfs.ext4 && command -v debugfs; } >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing packages: ${need_pkgs[*]} — run this script as root (apt-get install ${need_pkgs[*]})"
@@ -23,6 +26,29 @@ if ((${#need_pkgs[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+
+if [[ ! -e /dev/loop-control ]] && [[ $(id -u) -eq 0 ]]; then
+  log "loading the loop module (sandbox disk limits need loop devices)"
+  modprobe loop 2>/dev/null || log "no loop devices: sandboxes cannot get disk limits (see corral doctor)"
+fi
+# Networked sandboxes (issue 9): Corral fences its sandbox network with iptables rules, and traffic
+# between two containers on one bridge only meets iptables with br_netfilter loaded and
+# bridge-nf-call-ip(6)tables on. Corral refuses networked sandboxes when they are off.
+BRIDGE_NF=/proc/sys/net/bridge/bridge-nf-call-iptables
+if [[ ! -e $BRIDGE_NF ]]; then
+  if ! command -v modprobe >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+    log "installing kmod (modprobe) to load br_netfilter"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kmod >/dev/null || true
+  fi
+  modprobe br_netfilter 2>/dev/null || log "could not load br_netfilter: networked sandboxes will be refused"
+fi
+for key in bridge-nf-call-iptables bridge-nf-call-ip6tables; do
+  file=/proc/sys/net/bridge/$key
+  if [[ -w $file && $(cat "$file") != 1 ]]; then
+    echo 1 >"$file"
+    log "set net.bridge.$key=1"
+  fi
+done
 
 # Register the two gVisor runtimes Corral uses, merged into daemon.json without clobbering
 # other keys: corral-runsc (no network at all) and corral-runsc-net (host netstack inside the

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
@@ -56,3 +62,52 @@ def run_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     return subprocess.run(
         corral_cmd(*args), env=env or corral_env(home), capture_output=True, text=True, timeout=120
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)  # polling a condition (the port) with a deadline
+    raise AssertionError("server did not start listening in time")
+
+
+@contextlib.contextmanager
+def http_server(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `corral serve --transport sse,http` process on a free loopback port; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        corral_cmd("serve", "--transport", "sse,http", "--port", str(port), "--log-level", "WARNING", *args),
+        env=env or corral_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
+async def wait_until(check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+    """Wait for a condition with a deadline (polled: it comes from outside this process)."""
+    with anyio.fail_after(timeout, reason=f"timed out waiting until {what}"):
+        while True:
+            result = check()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await anyio.sleep(0.05)

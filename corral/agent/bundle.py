@@ -14,6 +14,11 @@ neither the working directory (the sandbox's /workspace) nor a script's director
 files in the sandbox cannot shadow the modules the agent imports. The code directory is only read
 (apart from Python's own __pycache__), so it may as well be a root-owned, pre-installed one.
 
+In a Corral sandbox the bundle is not unpacked by the sandbox at all: the host installs it
+root-owned under `AGENT_ROOT` (`install_tar()`, copied in before the container starts) and runs it
+with `installed_argv()`, the image's python by absolute path. Sandbox code runs as the same user as
+the agent but cannot write there, nor put a `python3` of its own in the way.
+
 `AGENT_VERSION` is the first 16 hex digits of a sha256 over the members (name, length, bytes).
 """
 
@@ -21,13 +26,20 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile
 
 # hashlib (OpenSSL: ~80 ms to import under gVisor), zipfile, zlib, io and base64 are imported
 # where they are used: the agent in a sandbox only reads its VERSION file, and its daemon, relay and
 # helpers all import this module at start.
 
 PACKAGE = "corral_agent"  # the package's top-level name inside a sandbox
-DEFAULT_AGENT_DIR = "/tmp/.corral"
+DEFAULT_AGENT_DIR = "/tmp/.corral"  # the daemon's runtime state: socket, lock, pid, log
+DEFAULT_DATA_DIR = "/workspace/.corral"  # what must survive a restart: background process spools
+AGENT_MOUNT = "/opt/corral"  # root-owned in a sandbox: the sandbox user cannot write it
+AGENT_ROOT = AGENT_MOUNT + "/agent"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -168,6 +180,71 @@ def bootstrap_argv(mode: str = "relay", *args: str, python: str = "python3") -> 
     "tcp-relay" with HOST PORT as `args`) with the sandbox's `python` (>= 3.8)."""
     script, bundle = _bootstrap()
     return [python, "-I", "-S", "-c", script, mode, bundle, *args]
+
+
+def install_tar(prefix: str = "agent") -> bytes:
+    """A tar to unpack at AGENT_MOUNT: `agent/v-<version>/corral_agent/...` (`prefix` replaces
+    `agent`), owned by root, directories 0755 and files 0644, so only root can change the code."""
+    import io
+    import tarfile
+
+    version = agent_version()
+    members = [*_read_members(PACKAGE_DIR), ("VERSION", version.encode() + b"\n")]
+    top = f"{prefix}/v-{version}"
+    parts = prefix.split("/")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        dirs = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        dirs += [top, f"{top}/{PACKAGE}", f"{top}/{PACKAGE}/drivers"]
+        for name in dirs:
+            archive.addfile(_tar_entry(name, tarfile.DIRTYPE, 0o755))
+        for name, data in members:
+            info = _tar_entry(f"{top}/{PACKAGE}/{name}", tarfile.REGTYPE, 0o644)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _tar_entry(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, 0, 0, 946684800
+    return info
+
+
+# Run as root in a running sandbox (`-I -S`: no environment, user site or .pth file has a say):
+# unpacks the bundle into <root>/v-<version>/ through the sandbox's own kernel, so the running
+# sandbox sees it (files copied in from outside while it runs may stay invisible to gVisor).
+_INSTALL = """\
+import base64, io, os, shutil, sys, tempfile, zipfile, zlib
+root, version = sys.argv[1], sys.argv[2]
+os.umask(0o022)
+os.makedirs(root, mode=0o755, exist_ok=True)
+home = os.path.join(root, "v-" + version)
+if not os.path.isfile(os.path.join(home, %(package)r, "VERSION")):
+    staging = tempfile.mkdtemp(prefix=".install-", dir=root)
+    os.chmod(staging, 0o755)
+    zipfile.ZipFile(io.BytesIO(zlib.decompress(base64.b64decode(sys.argv[3])))).extractall(staging)
+    try:
+        os.rename(staging, home)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+"""
+
+
+def install_argv(*, python: str, root: str = AGENT_ROOT) -> list[str]:
+    """argv that installs the bundle root-owned under `root` inside a running sandbox (run it as
+    root there); `install_tar()` does the same before the sandbox starts."""
+    _, bundle = _bootstrap()
+    return [python, "-I", "-S", "-c", _INSTALL % {"package": PACKAGE}, root, agent_version(), bundle]
+
+
+def installed_argv(mode: str, *args: str, python: str, root: str = AGENT_ROOT) -> list[str]:
+    """argv that runs the bundle installed by `install_tar()` in `mode` with `python` (an absolute
+    path: a PATH lookup would find whatever the sandbox put first on it)."""
+    home = f"{root}/v-{agent_version()}"
+    return [python, "-I", "-c", LAUNCHER, home, PACKAGE, mode, *args]
 
 
 # Computed on first use (PEP 562), so the agent never builds a zip just to start.

@@ -81,6 +81,9 @@ def op_write_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
             st = lstat_or_none(target)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise Failure("is_a_directory", f"{path} is a directory")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise bad_request(f"{path} is not a regular file (a device, FIFO or socket); only regular files "
+                              "are written")
         if st is None and mkdirs:
             make_dirs(os.path.dirname(target))
         if append:

@@ -98,6 +98,11 @@ def move(src: str, dst: str, overwrite: bool) -> dict[str, Any]:
     if st is None:
         raise Failure("not_found", f"nothing exists at {src}")
     kind = file_type(st.st_mode)
+    if kind == "other":
+        # A device or FIFO: across file systems a move copies its content, which for /dev/zero
+        # never ends.
+        raise Failure("bad_request", f"{src} is not a regular file, directory or symlink (a device, FIFO or "
+                      "socket); only those can be moved")
     if kind == "dir" and (dst + "/").startswith(src.rstrip("/") + "/"):
         raise Failure("bad_request", f"cannot move {src} into itself ({dst})")
     target = lstat_or_none(dst)
@@ -126,8 +131,16 @@ def move(src: str, dst: str, overwrite: bool) -> dict[str, Any]:
                 os.rmdir(dst)
             else:
                 os.unlink(dst)
-        shutil.move(src, dst)
+        shutil.move(src, dst, copy_function=copy_regular)
     return {"type": kind, "replaced": target is not None}
+
+
+def copy_regular(src: str, dst: str) -> None:
+    """shutil.move's copy step, refusing what is not a regular file (a FIFO would block, a device
+    never end) instead of copying its content."""
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file, directory or symlink; not moved", src)
+    shutil.copy2(src, dst, follow_symlinks=False)
 
 
 @op("fs_mkdir", "path")

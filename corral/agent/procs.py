@@ -1,6 +1,7 @@
 """Background processes: spool directories and the proc-waiter that runs each command.
 
-Each process lives in its own spool directory `<agent dir>/procs/<id>/`:
+Each process lives in its own spool directory `<data dir>/procs/<id>/` (on the sandbox's disk, so
+processes started before a restart or an out-of-memory stop can still be read):
   spec.json   command, cwd, env overrides, start time (written by the daemon)
   pid.json    pid + start ticks of the command and of its waiter (written by the waiter)
   output.log  combined stdout+stderr (O_APPEND, so offsets are stable)
@@ -77,10 +78,17 @@ def pid_alive(pid: object, ticks: object) -> bool:
 
 
 class ProcStore:
-    def __init__(self, directory: str) -> None:
+    """Spools in `directory`; `older` directories (where an earlier agent kept them) are still
+    read, so processes started before an upgrade keep answering."""
+
+    def __init__(self, directory: str, older: tuple[str, ...] = ()) -> None:
         self.dir = directory
+        self.dirs = (directory, *(d for d in older if d != directory))
 
     def path(self, proc_id: str, *parts: str) -> str:
+        for directory in self.dirs[1:]:
+            if os.path.isdir(os.path.join(directory, proc_id)):
+                return os.path.join(directory, proc_id, *parts)
         return os.path.join(self.dir, proc_id, *parts)
 
     def existing(self, proc_id: str) -> str:
@@ -114,10 +122,12 @@ class ProcStore:
         }
 
     def list(self) -> list[dict[str, Any]]:
-        try:
-            names = os.listdir(self.dir)
-        except OSError:
-            return []
+        names: set[str] = set()
+        for directory in self.dirs:
+            try:
+                names.update(os.listdir(directory))
+            except OSError:
+                pass
         procs = []
         for name in names:
             if NAME_RE.match(name) and os.path.isfile(self.path(name, "spec.json")):
@@ -128,15 +138,16 @@ class ProcStore:
         return procs
 
     def start(self, command: str, cwd: str, env: dict[str, str] | None) -> dict[str, Any]:
+        ensure_private_dir(os.path.dirname(self.dir))
         ensure_private_dir(self.dir)
         while True:
             proc_id = "p" + token(5)
             try:
-                os.mkdir(self.path(proc_id), 0o700)
+                os.mkdir(os.path.join(self.dir, proc_id), 0o700)
                 break
             except FileExistsError:
                 continue
-        directory = self.path(proc_id)
+        directory = os.path.join(self.dir, proc_id)
         spec = {"command": command, "cwd": cwd, "env": env or {}, "started": time.time()}
         write_json_atomic(os.path.join(directory, "spec.json"), spec)
         with open(os.path.join(directory, "waiter.log"), "ab") as waiter_log:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .contexts import ContextManager
 from .procs import ProcStore
-from .util import current_umask, log
+from .util import current_umask, data_dir, log
 
 if TYPE_CHECKING:
     from .rpc import Connection
@@ -22,7 +22,7 @@ class Agent:
         self.started = time.time()
         self.socket_path: str | None = None
         self.contexts = ContextManager()
-        self.procs = ProcStore(os.path.join(directory, "procs"))
+        self.procs = ProcStore(os.path.join(data_dir(), "procs"), older=(os.path.join(directory, "procs"),))
         self.umask = current_umask()
         self._connections: set[Connection] = set()
         self._connections_lock = threading.Lock()

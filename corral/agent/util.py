@@ -12,7 +12,7 @@ import threading
 import time
 from typing import IO, Any, Callable
 
-from .bundle import DEFAULT_AGENT_DIR
+from .bundle import DEFAULT_AGENT_DIR, DEFAULT_DATA_DIR
 
 
 def token(nbytes: int) -> str:
@@ -33,6 +33,18 @@ def log(message: str) -> None:
 def agent_dir() -> str:
     """The agent's state directory (socket, lock, log, process spools)."""
     return os.environ.get("CORRAL_AGENT_DIR") or DEFAULT_AGENT_DIR
+
+
+def data_dir() -> str:
+    """Where state that must outlive a restart of the sandbox goes (background process spools):
+    on the sandbox's disk, not in /tmp, which is memory and goes with every restart or OOM.
+    With $CORRAL_AGENT_DIR (tests) everything stays in that one directory."""
+    if os.environ.get("CORRAL_AGENT_DIR"):
+        return agent_dir()
+    parent = os.path.dirname(DEFAULT_DATA_DIR)
+    if os.path.isdir(parent) and os.access(parent, os.W_OK):
+        return DEFAULT_DATA_DIR
+    return agent_dir()
 
 
 def ensure_private_dir(path: str) -> str:

@@ -6,14 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from corral.cli import doctor, gc, image, serve
+from corral.cli import audit, doctor, gc, image, logs, sandboxes, serve, tokens, top
 from corral.errors import CorralError
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corral", description="MCP server giving AI agents gVisor sandboxes.")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (serve, image, gc, doctor):
+    for command in (serve, sandboxes, logs, audit, top, tokens, doctor, gc, image):
         command.add_parser(sub)
     return p
 

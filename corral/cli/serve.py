@@ -31,10 +31,25 @@ def add_parser(sub: Any) -> None:
         help="DANGEROUS: run sandboxes under runc, sharing the host kernel",
     )
     s.add_argument(
+        "--unsafe-no-disk-limit",
+        action="store_true",
+        help="DANGEROUS: where disk limits cannot be enforced (not root, no loop devices), run sandboxes "
+        "whose files can fill the host's disk",
+    )
+    s.add_argument(
         "--allow-host-dir",
         action="append",
         metavar="DIR",
         help="host directory upload/download may use (repeatable; also $CORRAL_HOST_DIRS, colon-separated)",
+    )
+    s.add_argument("--max-connections", type=int, default=256, help="open HTTP connections at once (default 256)")
+    s.add_argument(
+        "--max-sessions-per-client", type=int, default=64,
+        help="MCP sessions one tenant may hold; its oldest idle one is closed for a new one (default 64)",
+    )
+    s.add_argument("--session-idle", type=float, default=600.0, help="seconds before an idle MCP session ends")
+    s.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds a client has to send a request's headers"
     )
     s.add_argument("--log-level", default="INFO")
     s.set_defaults(func=run)
@@ -57,11 +72,19 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("corral").warning(
             "UNSAFE: --unsafe-runc-no-gvisor: sandboxes run under runc and share the host kernel"
         )
+    if settings.unsafe_no_disk_limit:
+        logging.getLogger("corral").warning(
+            "UNSAFE: --unsafe-no-disk-limit: new sandboxes have no disk limit and can fill the host's disk"
+        )
     if transports == ("stdio",):
         build_server(settings, groups=groups).run("stdio")
         return 0
 
+    import anyio
     import uvicorn
+
+    from corral.server.http import check_auth_policy
+    from corral.server.protocol import ConnectionLimits, protocol_class
 
     opts = HttpOptions(
         host=args.host,
@@ -70,14 +93,39 @@ def run(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         transports=transports,
         allowed_hosts=tuple(args.allowed_host or ()),
+        connections=ConnectionLimits(max_connections=args.max_connections, header_timeout=args.header_timeout),
+        sessions_per_client=args.max_sessions_per_client,
+        session_idle_timeout=args.session_idle,
     )
+    tokens_exist = anyio.run(_tokens_exist, settings)
+    check_auth_policy(opts, settings, tokens_exist)
     app, _ = build_http_app(settings, opts, groups)
-    _print_banner(opts)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=args.log_level.lower(), lifespan="on")
+    _print_banner(opts, tenant_tokens=tokens_exist or settings.oauth.enabled)
+    uvicorn.run(
+        app,
+        host=opts.host,
+        port=opts.port,
+        log_level=args.log_level.lower(),
+        lifespan="on",
+        http=protocol_class(opts.connections),
+        timeout_keep_alive=5,
+    )
     return 0
 
 
-def _print_banner(opts: object) -> None:
+async def _tokens_exist(settings: object) -> bool:
+    from corral.config import Settings
+    from corral.sandbox_backend.store import Store
+
+    assert isinstance(settings, Settings)
+    store = await Store.open(settings.db_path)  # the server is about to migrate it anyway
+    try:
+        return await store.tokens.any()
+    finally:
+        await store.close()
+
+
+def _print_banner(opts: object, *, tenant_tokens: bool) -> None:
     from corral.server.http import HttpOptions
 
     assert isinstance(opts, HttpOptions)
@@ -96,6 +144,8 @@ def _print_banner(opts: object) -> None:
     }
     if opts.token:
         entry["headers"] = {"Authorization": "Bearer ${CORRAL_TOKEN}"}
+    elif tenant_tokens:
+        entry["headers"] = {"Authorization": "Bearer <a token from corral token create>"}
     lines.append("  Config for .mcp.json (Claude Code) or any MCP client:")
     lines.append(json.dumps({"mcpServers": {"corral": entry}}, indent=2))
     print("\n".join(lines), file=sys.stderr, flush=True)

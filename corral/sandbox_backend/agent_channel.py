@@ -261,7 +261,12 @@ class AgentChannel:
                 except anyio.EndOfStream:
                     await self._fail(ChannelClosed("the agent closed the stream"))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    await self._fail(ChannelClosed(f"agent stream failed: {exc!r}"))
+                    await self._fail(ChannelClosed(f"agent stream failed: {exc}"))
+                except Exception as exc:
+                    # The reader runs in the server's task group: nothing may escape it and take
+                    # the server down with one sandbox's channel.
+                    log.exception("agent channel reader failed")
+                    await self._fail(ChannelClosed(f"agent channel reader failed: {exc!r}"))
         finally:
             # Also when the caller's task group is cancelled: nobody reads replies any more.
             await self._fail(ChannelClosed("channel reader stopped"))
@@ -280,10 +285,16 @@ class AgentChannel:
         return data
 
     async def _read_frame(self) -> dict[str, Any]:
-        (length,) = _HEADER.unpack(await self._read_exactly(4))
+        header = await self._read_exactly(4)
+        (length,) = _HEADER.unpack(header)
         binary = bool(length & BINARY)
         length &= ~BINARY
         if length > self._max_frame:
+            message = _engine_message(header + bytes(self._buffer))
+            if message is not None:
+                # Not the agent: the stream's transport wrote its own error (Docker writes e.g.
+                # "OCI runtime exec failed: ..." into the exec's stdout), so the agent is gone.
+                raise ChannelClosed(f"the container engine ended the agent's stream: {message}")
             raise AgentProtocolError(f"agent sent a frame of {length} bytes (limit {self._max_frame})")
         body = await self._read_exactly(length)
         return _decode_binary(body) if binary else _parse_object(body)
@@ -378,6 +389,16 @@ def _parse_error(frame: dict[str, Any]) -> AgentError:
         message = message[:MAX_ERROR_MESSAGE] + "..."
     field = error.get("field")
     return AgentError(kind, message, field if isinstance(field, str) and len(field) <= 64 else None)
+
+
+def _engine_message(data: bytes) -> str | None:
+    """The text, if `data` reads as a line of text rather than a frame header (whose first byte,
+    for any frame within the limit, is 0 or 1)."""
+    text = data[:500].decode("utf-8", "replace")
+    line = text.split("\n", 1)[0].strip()
+    if len(line) >= 4 and all(c.isprintable() for c in line):
+        return line[:300]
+    return None
 
 
 def _preview(frame: object) -> str:

@@ -17,8 +17,54 @@ from typing import Any, Protocol
 
 from anyio.abc import ByteStream
 
+from corral.sandbox_backend.firewall import Firewall
+
 EventHandler = Callable[[str, Mapping[str, str]], Awaitable[None]]  # (action, labels)
 StderrListener = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A volume mounted at `target`: one made with `Engine.create_volume` (by name), or, with
+    `volume=None`, an anonymous one that belongs to the container and goes when it is removed."""
+
+    target: str
+    volume: str | None = None
+    # A new, empty volume gets the image's files at `target` (and their owner) copied in first;
+    # off for volumes whose content only the host provides (an image could bring its own).
+    copy_image_files: bool = True
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A memory-backed file system of at most `size_bytes` (it counts against the memory limit)."""
+
+    target: str
+    size_bytes: int
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A volume of its own storage. With `size_bytes`, writing past it fails with ENOSPC inside the
+    container and never reaches the host's disk; `None` (only when the operator turned disk limits
+    off) makes an unlimited one. Its root belongs to uid:gid. With `copy_of`, it starts as a copy of
+    that volume (same size; no running container may have it mounted): forks and snapshots."""
+
+    name: str
+    labels: Mapping[str, str]
+    size_bytes: int | None
+    uid: int = 1000
+    gid: int = 1000
+    copy_of: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str]
+    size_bytes: int | None = None
+    created_at: float | None = None  # unix time
 
 
 @dataclass(frozen=True)
@@ -39,6 +85,35 @@ class ContainerSpec:
     network: str | None = None  # None: no network at all
     command: Sequence[str] = ("sleep", "infinity")
     hostname: str = "sandbox"
+    # Nothing outside `volumes` and `tmpfs` is writable: the root file system is read-only.
+    read_only_root: bool = False
+    volumes: Sequence[VolumeMount] = ()
+    tmpfs: Sequence[TmpfsMount] = ()
+    shm_bytes: int | None = None  # /dev/shm; None: the engine's default
+    # PID 1 is an init that reaps orphaned processes (else they stay zombies for ever).
+    init: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A bridge network. `internal`: no route out of it (no NAT, Docker drops forwarded traffic);
+    `isolated`: its members cannot reach each other; `bridge`: the host interface's name."""
+
+    name: str
+    labels: Mapping[str, str]
+    internal: bool = False
+    isolated: bool = False
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    labels: Mapping[str, str]
+    internal: bool
+    gateway: str | None  # the host's address on it
+    subnet: str | None
+    bridge: str | None  # the host interface
 
 
 @dataclass(frozen=True)
@@ -50,6 +125,8 @@ class ContainerInfo:
     runtime: str
     image: str
     started_at: float | None = None  # when its current run began (epoch seconds), if running
+    oom_killed: bool = False  # the last stop was the kernel's out-of-memory killer
+    exit_code: int | None = None  # of the container's last run, once it stopped
 
     @property
     def running(self) -> bool:
@@ -61,6 +138,18 @@ class ExecOutput:
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """A container's resource use, sampled now."""
+
+    cpu_percent: float | None  # of one core (200.0 = two cores busy); None if not measurable
+    memory_bytes: int
+    memory_limit: int
+    pids: int | None = None  # host threads under gVisor's ptrace platform, not processes in the sandbox
+    net_rx_bytes: int | None = None  # None: no network
+    net_tx_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,18 +167,9 @@ class Capabilities:
     checkpoint_copy: bool = False
     # A container's file system can be saved as a new image (`commit`).
     commit: bool = False
-
-
-@dataclass(frozen=True)
-class ContainerStats:
-    """One sample of a running container's resource use."""
-
-    cpu_percent: float | None  # of one core; None when the engine gave a single sample
-    memory_bytes: int  # in use, page cache that can be dropped not counted (what `docker stats` shows)
-    memory_limit: int
-    pids: int  # host threads under gVisor's ptrace platform, not processes in the sandbox
-    net_rx_bytes: int | None = None  # None: no network
-    net_tx_bytes: int | None = None
+    # Volumes with a size limit (Docker: an ext4 image on a loop device, when Corral runs as root
+    # next to the engine; `create_volume` says why not otherwise).
+    disk_quota: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +189,11 @@ class ExecStream(ByteStream):
 
 class Engine(Protocol):
     capabilities: Capabilities
+
+    @property
+    def firewall(self) -> Firewall:
+        """The host packet filter that fences this engine's sandbox networks (sandbox_backend/firewall.py)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -133,7 +218,8 @@ class Engine(Protocol):
         ...
 
     async def start(self, container_id: str, *, checkpoint: str | None = None) -> None:
-        """Start a created or stopped container; with `checkpoint`, restore its memory from that
+        """Start a created or stopped container, making its volumes ready first (a disk image is
+        attached again after a host reboot); with `checkpoint`, restore its memory from that
         checkpoint instead of booting afresh (CheckpointUnavailable if that fails: the container
         stays stopped, a plain start still works)."""
         ...
@@ -168,12 +254,12 @@ class Engine(Protocol):
         """Remove an image by id or tag; a missing one is not an error."""
         ...
 
-    async def stats(self, container_id: str) -> ContainerStats:
-        """One sample of a running container's CPU, memory, pids and network use."""
-        ...
-
     async def remove(self, container_id: str) -> None:
         """Remove with force; a container that is already gone is not an error."""
+        ...
+
+    async def stats(self, container_id: str) -> ContainerStats | None:
+        """Resource use of a running container; None if it is not running (or gone)."""
         ...
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:
@@ -211,8 +297,31 @@ class Engine(Protocol):
         """Run `argv` to completion and collect its output; `env` reaches only this process."""
         ...
 
-    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create the bridge network `name` unless it exists."""
+    async def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create the bridge network `spec.name` unless it exists; returns what exists."""
+        ...
+
+    async def remove_network(self, name: str) -> bool:
+        """Remove the network; True when it is gone (or never was), False while containers use it."""
+        ...
+
+    async def list_networks(self, label: str) -> list[NetworkInfo]:
+        """Every network carrying `label` ("key=value")."""
+        ...
+
+    async def create_volume(self, spec: VolumeSpec) -> None:
+        """Make a volume (and its backing storage). DiskQuotaUnavailable if a size limit cannot be
+        enforced here: never an unlimited volume in its place."""
+        ...
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a volume and its backing storage; a missing one is not an error. Its containers
+        must be gone first."""
+        ...
+
+    async def list_volumes(self, label: str) -> list[VolumeInfo]:
+        """Every volume carrying `label` ("key=value"), and every piece of backing storage whose
+        volume is gone (so nothing a crash left behind goes unseen)."""
         ...
 
     async def watch_container_events(self, label: str, handle: EventHandler) -> None:

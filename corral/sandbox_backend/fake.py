@@ -24,7 +24,14 @@ import anyio
 
 from corral.agent.bundle import agent_version
 from corral.config import DEFAULT_IMAGE
-from corral.errors import BackendError, BackendUnavailable, CheckpointUnavailable, CorralError, ImageNotFound
+from corral.errors import (
+    BackendError,
+    BackendUnavailable,
+    CheckpointUnavailable,
+    CorralError,
+    DiskQuotaUnavailable,
+    ImageNotFound,
+)
 from corral.sandbox_backend.engine import (
     Capabilities,
     ContainerInfo,
@@ -34,8 +41,13 @@ from corral.sandbox_backend.engine import (
     ExecOutput,
     ExecStream,
     ImageInfo,
+    NetworkInfo,
+    NetworkSpec,
     StderrListener,
+    VolumeInfo,
+    VolumeSpec,
 )
+from corral.sandbox_backend.firewall import FakeFirewall
 
 _HEADER = struct.Struct(">I")
 _BINARY = 0x80000000
@@ -62,6 +74,8 @@ class FakeContainer:
     # checkpoint name -> the start time of the run it saved (a restored agent keeps its start time)
     checkpoints: dict[str, float | None] = field(default_factory=dict)
     memory_bytes: int = 40 * 1024 * 1024  # what `stats` reports; tests may change it
+    oom_killed: bool = False
+    exit_code: int | None = None
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -72,6 +86,8 @@ class FakeContainer:
             runtime=self.spec.runtime,
             image=self.spec.image,
             started_at=self.started_at if self.status == "running" else None,
+            oom_killed=self.oom_killed,
+            exit_code=self.exit_code if self.status == "exited" else None,
         )
 
 
@@ -195,7 +211,12 @@ class FakeEngine:
         checkpoint_copy: bool = True,
     ) -> None:
         self.capabilities = Capabilities(
-            label_index=True, exec_attach=True, checkpoint=checkpoint, checkpoint_copy=checkpoint_copy, commit=True
+            label_index=True,
+            exec_attach=True,
+            checkpoint=checkpoint,
+            checkpoint_copy=checkpoint_copy,
+            commit=True,
+            disk_quota=True,
         )
         self.containers: dict[str, FakeContainer] = {}
         self.images: set[str] = set(images)
@@ -203,7 +224,12 @@ class FakeEngine:
         self.agents: dict[str, FakeAgent] = {}  # exec id -> the agent end of an exec stream
         self.image_bytes = 1_000_000_000
         self.pullable: set[str] = set(pullable)
-        self.networks: dict[str, dict[str, str]] = {}
+        self.networks: dict[str, NetworkInfo] = {}
+        self.firewall: FakeFirewall = FakeFirewall()
+        self.volumes: dict[str, VolumeSpec] = {}
+        # Backing storage left without its volume (as a crash between the two would leave it).
+        self.stray_disks: set[str] = set()
+        self.disk_quota_problem: str | None = None  # set to make sized volumes fail like a non-root host
         self.runtime_names: set[str] = set(runtimes)
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
@@ -230,9 +256,12 @@ class FakeEngine:
             if labels.get(key) == value:
                 await handle(action, labels)
 
-    async def stop_container(self, container_id: str, *, action: str = "die") -> None:
+    async def stop_container(
+        self, container_id: str, *, action: str = "die", oom: bool = False, exit_code: int = 137
+    ) -> None:
         """The container stops on its own (OOM, crash, `docker stop` by someone else)."""
-        self.containers[container_id].status = "exited"
+        container = self.containers[container_id]
+        container.status, container.oom_killed, container.exit_code = "exited", oom, exit_code
         await self.emit(container_id, action)
 
     async def vanish(self, container_id: str) -> None:
@@ -292,6 +321,9 @@ class FakeEngine:
             raise BackendError(f"create container {spec.name}: Docker refused: unknown runtime {spec.runtime}")
         if any(c.spec.name == spec.name for c in self.containers.values()):
             raise BackendError(f"create container {spec.name}: Docker refused: name already in use")
+        for mount in spec.volumes:
+            if mount.volume is not None and mount.volume not in self.volumes:
+                raise BackendError(f"create container {spec.name}: Docker refused: no such volume {mount.volume}")
         container_id = secrets.token_hex(32)
         self.containers[container_id] = FakeContainer(container_id, spec)
         return container_id
@@ -309,13 +341,6 @@ class FakeEngine:
             container.started_at = time.time()
         container.status = "running"
         await self.emit(container_id, "start")
-
-    async def stop(self, container_id: str, *, timeout: float = 10) -> None:
-        self._enter("stop", container_id)
-        container = self._get(container_id, "stop container")
-        if container.status == "running":
-            container.status = "exited"
-            await self.emit(container_id, "die")
 
     async def checkpoint(self, container_id: str, name: str) -> None:
         self._enter("checkpoint", container_id)
@@ -366,11 +391,19 @@ class FakeEngine:
         self.images.discard(name)
         self.image_labels.pop(name, None)
 
-    async def stats(self, container_id: str) -> ContainerStats:
+    async def stop(self, container_id: str, *, timeout: float = 10) -> None:
+        self._enter("stop", container_id)
+        container = self._get(container_id, "stop container")
+        if container.status == "running":
+            container.status = "exited"
+            await self.emit(container_id, "die")
+            await self.emit(container_id, "stop")
+
+    async def stats(self, container_id: str) -> ContainerStats | None:
         self._enter("stats", container_id)
-        container = self._get(container_id, "read container stats")
-        if container.status != "running":
-            raise BackendError("read container stats: Docker refused: container is not running")
+        container = self.containers.get(container_id)
+        if container is None or container.status != "running":
+            return None
         return ContainerStats(
             cpu_percent=1.5,
             memory_bytes=container.memory_bytes,
@@ -429,13 +462,68 @@ class FakeEngine:
         stderr_keep: int = 64 * 1024,
     ) -> ExecOutput:
         self._enter("exec_collect", container_id)
-        self._get(container_id, "exec in container")
+        container = self._get(container_id, "exec in container")
         self.execs.append((list(argv), dict(env or {})))
+        if list(argv) == ["uname", "-r"]:  # gVisor's kernel says 4.4.0; runc shows the host's
+            return ExecOutput(0, b"4.4.0\n" if "runsc" in container.spec.runtime else b"6.1.0\n", b"")
         return ExecOutput(0, b"", b"")
 
-    async def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
-        self._enter("ensure_network", name)
-        self.networks.setdefault(name, dict(labels))
+    async def create_volume(self, spec: VolumeSpec) -> None:
+        self._enter("create_volume", spec.name)
+        if spec.size_bytes is not None and self.disk_quota_problem:
+            raise DiskQuotaUnavailable(f"cannot give the sandbox a disk limit: {self.disk_quota_problem}")
+        if spec.name in self.volumes:
+            raise BackendError(f"create volume {spec.name}: Docker refused: volume already exists")
+        if spec.copy_of is not None:
+            if spec.copy_of not in self.volumes:
+                raise BackendError(f"create volume {spec.name}: no volume {spec.copy_of} to copy")
+            users = [c for c in self.containers.values() if any(m.volume == spec.copy_of for m in c.spec.volumes)]
+            if any(c.status == "running" for c in users):
+                raise BackendError(f"create volume {spec.name}: {spec.copy_of} is in use by a running container")
+        self.volumes[spec.name] = spec
+
+    async def remove_volume(self, name: str) -> None:
+        self._enter("remove_volume", name)
+        users = [c.spec.name for c in self.containers.values() if any(m.volume == name for m in c.spec.volumes)]
+        if users:
+            raise BackendError(f"remove volume {name}: Docker refused: volume is in use by {users}")
+        self.volumes.pop(name, None)
+        self.stray_disks.discard(name)
+
+    async def list_volumes(self, label: str) -> list[VolumeInfo]:
+        self._enter("list_volumes", label)
+        key, _, value = label.partition("=")
+        found = [VolumeInfo(v.name, dict(v.labels), v.size_bytes) for v in self.volumes.values()]
+        found = [v for v in found if v.labels.get(key) == value]
+        found += [VolumeInfo(name, {}, None) for name in sorted(self.stray_disks - set(self.volumes))]
+        return found
+
+    async def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        self._enter("ensure_network", spec.name)
+        if spec.name not in self.networks:
+            n = len(self.networks) + 1
+            self.networks[spec.name] = NetworkInfo(
+                # The gateway is loopback so that a real proxy can listen on it in unit tests.
+                spec.name,
+                dict(spec.labels),
+                spec.internal,
+                "127.0.0.1",
+                f"198.18.{n}.0/24",
+                spec.bridge or f"br-fake{n}",
+            )
+        return self.networks[spec.name]
+
+    async def remove_network(self, name: str) -> bool:
+        self._enter("remove_network", name)
+        if any(c.spec.network == name for c in self.containers.values()):
+            return False
+        self.networks.pop(name, None)
+        return True
+
+    async def list_networks(self, label: str) -> list[NetworkInfo]:
+        self._enter("list_networks", label)
+        key, _, value = label.partition("=")
+        return [n for n in self.networks.values() if n.labels.get(key) == value]
 
     async def watch_container_events(self, label: str, handle: EventHandler) -> None:
         entry = (label, handle)

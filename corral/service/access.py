@@ -16,7 +16,12 @@ OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
 class SandboxAccess(Protocol):
     async def resolve(self, ref: str) -> SandboxRecord:
-        """The sandbox with this id or name (SandboxNotFound otherwise); nothing is started."""
+        """The caller's sandbox with this id or name (SandboxNotFound otherwise, also for another
+        tenant's); nothing is started."""
+        ...
+
+    async def list_all(self) -> list[SandboxRecord]:
+        """The caller's sandboxes."""
         ...
 
     async def use(self, ref: str) -> SandboxRecord:
@@ -34,6 +39,10 @@ class SandboxAccess(Protocol):
     ) -> dict[str, Any]:
         """One request to the sandbox's agent (docs/agent-protocol.md); agent errors arrive as
         AgentRefused / AgentFailure / SandboxBusy / PayloadTooLarge with their `kind`."""
+        ...
+
+    def agent_argv(self, rec: SandboxRecord, mode: str, *args: str) -> list[str]:
+        """The command line that runs the sandbox's installed agent in `mode` (by absolute path)."""
         ...
 
     def agent_started(self, sandbox_id: str) -> float | None:

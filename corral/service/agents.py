@@ -2,6 +2,13 @@
 
 A per-call `docker exec` costs ~85 ms under gVisor before any work is done; the channel pays it
 once per sandbox and then speaks the agent protocol (docs/agent-protocol.md) over that one stream.
+
+The agent's code is installed root-owned at /opt/corral/agent (`install_tar`), and started with
+the image's python by absolute path: sandbox code can put a `python3` first on PATH or files in
+/workspace, but neither is ever what runs as the agent. It can still kill the agent (they share a
+user) and answer in its place, so every reply is validated (`replies.check_reply`) and bounded.
+When the channel breaks because the sandbox itself stopped (out of memory, too many processes),
+the error says so, with the limit and what to do, and the next call starts it again.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.agent.bundle import AGENT_VERSION, bootstrap_argv
-from corral.config import SANDBOX_USER, WORKDIR
+from corral.agent.bundle import AGENT_MOUNT, AGENT_VERSION, install_argv, install_tar, installed_argv
+from corral.config import MIB, SANDBOX_USER, WORKDIR
 from corral.errors import (
     AgentFailure,
     AgentRefused,
@@ -22,15 +29,20 @@ from corral.errors import (
     CorralError,
     PayloadTooLarge,
     SandboxBusy,
+    SandboxCrashed,
 )
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentChannelError, AgentError
-from corral.sandbox_backend.engine import Engine
+from corral.sandbox_backend.engine import ContainerInfo, Engine
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service.replies import check_reply
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 30.0
 RELAY_EXIT_TIMEOUT = 10.0
+# Where images keep python3; looked up by absolute path, never through the sandbox's PATH.
+PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+_NO_PROGRAM = (126, 127)  # docker exec: the program could not be run / was not found
 
 # Agent error types that are the agent's own trouble, not the request's (docs/agent-protocol.md).
 _AGENT_FAULTS = frozenset({"internal", "cancelled"})
@@ -47,10 +59,42 @@ def translate(exc: AgentError) -> CorralError:
     return AgentRefused(exc.message, kind=exc.type, field=exc.field)
 
 
+def crash_error(rec: SandboxRecord, op: str, info: ContainerInfo) -> SandboxCrashed:
+    """What to tell the model when the sandbox's container stopped under a call."""
+    who = f"sandbox {rec.id}" + (f" ({rec.name})" if rec.name else "")
+    after = (
+        "every process in it ended and interpreter state is lost; files in /workspace are kept, and the "
+        "sandbox starts again on the next call."
+    )
+    if info.oom_killed:
+        return SandboxCrashed(
+            f"{who} ran out of memory during {op}: it reached its {rec.memory_bytes // MIB} MiB limit and was "
+            f"stopped (OOMKilled); {after} Use less memory at once (work in chunks, free large objects), or "
+            "create a sandbox with a larger memory_mb.",
+            oom=True,
+            exit_code=info.exit_code,
+        )
+    if info.exit_code == 137:
+        return SandboxCrashed(
+            f"{who} was killed during {op} (exit code 137, the signal the kernel's out-of-memory killer sends: it "
+            f"most likely ran out of memory at its {rec.memory_bytes // MIB} MiB limit); {after} If it did, use "
+            "less memory at once, or create a sandbox with a larger memory_mb.",
+            exit_code=137,
+        )
+    hint = ""
+    if info.exit_code == 2:
+        hint = (
+            f"; gVisor stops a sandbox like this when it runs more processes or threads than its limit of "
+            f"{rec.pids_limit} host threads allows (about 5 per process), e.g. a fork bomb"
+        )
+    return SandboxCrashed(
+        f"{who} stopped during {op} (its container exited with code {info.exit_code}{hint}); {after}",
+        exit_code=info.exit_code,
+    )
+
+
 # Safe to send again if the channel broke mid-request: they change nothing in the sandbox.
-_IDEMPOTENT_OPS = frozenset(
-    {"hello", "read_file", "list_files", "stat", "context_list", "proc_output", "proc_list"}
-)
+_IDEMPOTENT_OPS = frozenset({"hello", "read_file", "list_files", "stat", "context_list", "proc_output", "proc_list"})
 
 
 class AgentPool:
@@ -62,10 +106,30 @@ class AgentPool:
         self._locks: dict[str, anyio.Lock] = {}
         # The daemon's start time per sandbox, from its hello: tells a restarted sandbox apart.
         self.agent_started: dict[str, float] = {}
+        self._python: dict[str, str] = {}  # image -> the python3 that ran the agent there
 
     def is_open(self, sandbox_id: str) -> bool:
         channel = self._channels.get(sandbox_id)
         return channel is not None and not channel.closed
+
+    def argv(self, rec: SandboxRecord, mode: str, *args: str) -> list[str]:
+        """The command line that runs the installed agent in `mode` in this sandbox."""
+        return installed_argv(mode, *args, python=self._python.get(rec.image, PYTHONS[0]))
+
+    async def install(self, container_id: str) -> None:
+        """Copy the agent's code, root-owned, into a created container, before it starts."""
+        await self._engine.put_archive(container_id, AGENT_MOUNT, install_tar())
+
+    async def _install_running(self, rec: SandboxRecord, python: str) -> None:
+        """Install the agent's code into a running sandbox that lacks this version (a sandbox of an
+        older Corral). Files copied in from outside may stay invisible to a running gVisor
+        sandbox, so root inside it unpacks them; root there has no capabilities, and sandbox code
+        can neither write where it works nor reach its environment."""
+        assert rec.container_id is not None
+        done = await self._engine.exec_collect(rec.container_id, install_argv(python=python), user="0:0", workdir="/")
+        if done.exit_code != 0:
+            detail = done.stderr.decode(errors="replace").strip()[-500:]
+            raise AgentFailure(f"sandbox {rec.id}: could not install the agent ({detail})", kind="unavailable")
 
     async def get(self, rec: SandboxRecord) -> AgentChannel:
         channel = self._channels.get(rec.id)
@@ -82,41 +146,63 @@ class AgentPool:
 
     async def _connect(self, rec: SandboxRecord) -> tuple[AgentChannel, str]:
         assert rec.container_id is not None
-        for attempt in range(2):
+        known = self._python.get(rec.image)
+        pythons = [known] if known else list(PYTHONS)
+        installed = False
+        failure: Exception | None = None
+        while pythons:
+            python = pythons[0]
             stream = await self._engine.open_exec_stream(
-                rec.container_id, bootstrap_argv("relay"), user=SANDBOX_USER, workdir=WORKDIR
+                rec.container_id, installed_argv("relay", python=python), user=SANDBOX_USER, workdir=WORKDIR
             )
             channel = AgentChannel(stream)
             await channel.start(self._tg)
             try:
                 with anyio.fail_after(HELLO_TIMEOUT):
-                    hello = await channel.request("hello", {})
-            except (AgentChannelError, TimeoutError) as exc:
+                    hello = check_reply("hello", await channel.request("hello", {}))
+            except (AgentChannelError, TimeoutError, AgentFailure) as exc:
                 await channel.aclose()
-                code = await self._engine.exec_exit_code(stream.exec_id)
-                if code in (126, 127):
-                    raise AgentFailure(
-                        f"sandbox {rec.id}: image {rec.image!r} has no usable python3, which Corral's "
-                        "in-sandbox agent needs (Python >= 3.8). Use an image with python3, such as the "
-                        "default one.",
-                        kind="no_python",
-                    ) from exc
+                failure = exc
+                code = await self._exit_code(stream.exec_id)
+                if code in _NO_PROGRAM:
+                    pythons.pop(0)  # no such python here: try the next one
+                    continue
+                if not installed and code is not None:
+                    # The agent's code is not there (a sandbox of an older Corral, or another version).
+                    installed = True
+                    await self._install_running(rec, python)
+                    continue
                 raise AgentFailure(
                     f"sandbox {rec.id}: the in-sandbox agent did not start ({exc})", kind="unavailable"
                 ) from exc
-            if hello.get("version") == AGENT_VERSION or attempt == 1:
-                started = hello.get("started")
-                if isinstance(started, int | float):
-                    self.agent_started[rec.id] = float(started)
-                return channel, stream.exec_id
-            # A daemon from an older Corral is still running in the sandbox: replace it.
-            log.info("sandbox %s: replacing agent %s with %s", rec.id, hello.get("version"), AGENT_VERSION)
+            self._python[rec.image] = python
+            if hello["version"] != AGENT_VERSION and not installed:
+                # A daemon of another Corral still runs there: ours replaces it once installed.
+                log.info("sandbox %s: replacing agent %s with %s", rec.id, hello["version"], AGENT_VERSION)
+                await channel.aclose()
+                installed = True
+                await self._install_running(rec, python)
+                continue
+            if hello["started"] is not None:
+                self.agent_started[rec.id] = hello["started"]
+            return channel, stream.exec_id
+        raise AgentFailure(
+            f"sandbox {rec.id}: image {rec.image!r} has no python3 at {' or '.join(PYTHONS)}, which Corral's "
+            "in-sandbox agent needs (Python >= 3.8). Use an image with python3, such as the default one.",
+            kind="no_python",
+        ) from failure
+
+    async def _exit_code(self, exec_id: str) -> int | None:
+        """The exit code of a finished exec; Docker may record it a moment after the stream ends."""
+        for _ in range(20):
             try:
-                await channel.request("shutdown", {}, timeout=5)
-            except AgentChannelError:
-                pass
-            await channel.aclose()
-        raise AssertionError("unreachable")
+                code = await self._engine.exec_exit_code(exec_id)
+            except CorralError:
+                return None
+            if code is not None:
+                return code
+            await anyio.sleep(0.1)
+        return None
 
     async def request(
         self,
@@ -127,16 +213,20 @@ class AgentPool:
         timeout: float | None = None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """Send a request. A broken channel is dropped (the next call reconnects to the same
-        daemon, which keeps its state); read-only requests are retried on the new channel."""
+        """Send a request and return its validated reply. A broken channel is dropped (the next call
+        reconnects to the same daemon, which keeps its state); read-only requests are retried on the
+        new channel; a sandbox that stopped under the request is reported as such."""
         for attempt in range(2):
             channel = await self.get(rec)
             try:
-                return await channel.request(op, params, timeout=timeout, on_event=on_event)
+                reply = await channel.request(op, params, timeout=timeout, on_event=on_event)
             except AgentError as exc:
                 raise translate(exc) from exc
             except AgentChannelError as exc:
                 await self.drop(rec.id)
+                crashed = await self._crash(rec, op)
+                if crashed is not None:
+                    raise crashed from exc
                 if attempt == 1 or op not in _IDEMPOTENT_OPS:
                     raise AgentFailure(
                         f"sandbox {rec.id}: lost contact with the in-sandbox agent during {op} ({exc}); "
@@ -144,6 +234,8 @@ class AgentPool:
                         kind="disconnected",
                     ) from exc
                 log.info("sandbox %s: agent channel failed (%s); reconnecting", rec.id, exc)
+                continue
+            return check_reply(op, reply)
         raise AssertionError("unreachable")
 
     async def release_host(self, rec: SandboxRecord) -> None:
@@ -166,6 +258,27 @@ class AgentPool:
                 await anyio.sleep(0.05)
             return
         raise CheckpointUnavailable(f"sandbox {rec.id}: the agent's relay did not exit within {RELAY_EXIT_TIMEOUT:g} s")
+
+    async def _crash(self, rec: SandboxRecord, op: str) -> SandboxCrashed | None:
+        """The sandbox's crash as an error, if its container stopped; None while it runs."""
+        if rec.container_id is None:
+            return None
+        info = None
+        for attempt in range(8):
+            try:
+                info = await self._engine.inspect(rec.container_id)
+            except CorralError:
+                return None
+            if info is None:
+                return None  # removed: the next call reports it lost
+            # Docker may record the stop a moment after the stream broke, and the out-of-memory
+            # flag a moment after the stop.
+            if not info.running and (info.oom_killed or info.exit_code != 137 or attempt >= 5):
+                return crash_error(rec, op, info)
+            if info.running and attempt >= 3:
+                return None
+            await anyio.sleep(0.5)
+        return crash_error(rec, op, info) if info is not None and not info.running else None
 
     async def drop(self, sandbox_id: str) -> None:
         self._exec_ids.pop(sandbox_id, None)

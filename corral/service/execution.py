@@ -13,6 +13,7 @@ from corral.errors import InvalidRequest
 from corral.sandbox_backend.store.contexts import ContextTable
 from corral.service.access import SandboxAccess
 from corral.service.models import CodeError, CodeResult, ExecResult
+from corral.service.replies import IMAGE_BUDGET, RESULT_BUDGET, cut, fit
 from corral.service.validation import check_env, check_path, check_size, check_timeout
 
 Language = Literal["python", "javascript", "typescript", "bash"]
@@ -50,13 +51,7 @@ def check_context(context: str) -> str:
 
 def _cap(text: Any, limit: int) -> str | None:
     """Head + tail of an over-long string with a marker, so no reply is ever unbounded."""
-    if text is None:
-        return None
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n…[{len(text) - 2 * half} characters dropped]…\n{text[-half:]}"
+    return None if text is None else cut(str(text), limit)
 
 
 IMAGE_FORMATS = {"png": ("image/png", b"\x89PNG\r\n\x1a\n"), "jpeg": ("image/jpeg", b"\xff\xd8\xff")}
@@ -102,7 +97,8 @@ def shape_outputs(raw: Any, text_limit: int, image_limit: int) -> tuple[Results,
     """
     results: list[dict[str, Any]] = []
     images: list[tuple[bytes, str]] = []
-    budget = 4 * text_limit
+    budget = min(4 * text_limit, RESULT_BUDGET // 2)
+    image_budget = IMAGE_BUDGET * 3 // 4  # decoded bytes: base64 of them stays within IMAGE_BUDGET
     left_out = 0
     for output in raw if isinstance(raw, list) else []:
         if not isinstance(output, dict):
@@ -116,7 +112,8 @@ def shape_outputs(raw: Any, text_limit: int, image_limit: int) -> tuple[Results,
                 result[key] = output[key]
         for kind, (mime, _magic) in IMAGE_FORMATS.items():
             data = _decode_image(output.get(kind), kind, image_limit)
-            if data is not None and len(images) < MAX_IMAGES:
+            if data is not None and len(images) < MAX_IMAGES and len(data) <= image_budget:
+                image_budget -= len(data)
                 result["image"] = len(images)
                 images.append((data, mime))
                 break
@@ -130,11 +127,19 @@ def shape_outputs(raw: Any, text_limit: int, image_limit: int) -> tuple[Results,
         if len(results) >= MAX_RESULTS or size > budget:
             left_out += 1
             if "image" in result:
-                images.pop()
+                image_budget += len(images.pop()[0])
             continue
         budget -= size
         results.append(result)
     return results, images, left_out
+
+
+def _error_size(result: CodeResult) -> int:
+    return len(result.error.model_dump_json()) if result.error else 0
+
+
+def _results_size(result: CodeResult) -> int:
+    return len(json.dumps(result.results, default=str)) if result.results else 0
 
 
 class Execution:
@@ -177,15 +182,18 @@ class Execution:
         started = time.perf_counter()
         events = _events(on_output)
         res = await self._sandboxes.request(ref, "exec", params, timeout=limit + HOST_GRACE, on_event=events)
-        return ExecResult(
-            exit_code=res.get("exit_code"),
-            stdout=str(res.get("stdout", "")),
-            stderr=str(res.get("stderr", "")),
-            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-            timed_out=bool(res.get("timed_out", False)),
+        cap = policy.output_limit + 200  # head + tail + the agent's marker
+        result = ExecResult(
+            exit_code=res["exit_code"],
+            stdout=cut(res["stdout"], cap),
+            stderr=cut(res["stderr"], cap),
+            stdout_dropped_bytes=res["stdout_dropped"],
+            stderr_dropped_bytes=res["stderr_dropped"],
+            timed_out=res["timed_out"],
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        fit(result, ("stdout", "stderr"))
+        return result
 
     async def run_code(
         self,
@@ -220,30 +228,34 @@ class Execution:
         if left_out:
             dropped = f"{left_out} rich output(s) were left out to keep the result small."
             notice = f"{notice} {dropped}" if notice else dropped
-        error = res.get("error")
+        error = res["error"]
+        cap = policy.output_limit + 200
         result = CodeResult(
-            stdout=str(res.get("stdout", "")),
-            stderr=str(res.get("stderr", "")),
-            stdout_dropped_bytes=int(res.get("stdout_dropped", 0)),
-            stderr_dropped_bytes=int(res.get("stderr_dropped", 0)),
-            value=_cap(res.get("value"), policy.output_limit),
+            stdout=cut(res["stdout"], cap),
+            stderr=cut(res["stderr"], cap),
+            stdout_dropped_bytes=res["stdout_dropped"],
+            stderr_dropped_bytes=res["stderr_dropped"],
+            value=_cap(res["value"], policy.output_limit),
             error=CodeError(
-                ename=str(error.get("ename", "Error")),
-                evalue=_cap(str(error.get("evalue", "")), policy.output_limit) or "",
-                traceback=_cap(str(error.get("traceback", "")), policy.output_limit) or "",
+                ename=cut(error["ename"], 200),
+                evalue=cut(error["evalue"], policy.output_limit // 4),
+                traceback=cut(error["traceback"], policy.output_limit),
             )
-            if isinstance(error, dict)
+            if error is not None
             else None,
             results=results,
             images=len(images),
-            timed_out=bool(res.get("timed_out", False)),
-            interrupted=bool(res.get("interrupted", False)),
-            state_lost=bool(res.get("state_lost", False)) or notice is not None,
+            timed_out=res["timed_out"],
+            interrupted=res["interrupted"],
+            state_lost=res["state_lost"] or notice is not None,
             notice=notice,
             language=language,
             context=context,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        if result.error is not None:
+            fit(result.error, ("evalue", "traceback"), budget=RESULT_BUDGET // 3)
+        fit(result, ("stdout", "stderr", "value"), budget=RESULT_BUDGET - _error_size(result) - _results_size(result))
         return result, images
 
     async def _context_continuity(self, ref: str, language: str, context: str) -> str | None:

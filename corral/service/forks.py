@@ -6,8 +6,11 @@ then the source is restored from its own copy. Both go on from the same moment, 
 A source that was stopped with its memory is forked from that checkpoint and stays stopped.
 Where memory cannot be carried over (no checkpoint, or copying one needs root on the Docker host)
 the fork gets the files only and says why (`state_lost`). Each fork owns its image, removed with
-it (and by `corral gc` once nothing records it). Features copy what they keep per sandbox through
-`on_fork` hooks (background processes, interpreter contexts).
+it (and by `corral gc` once nothing records it). /workspace is a volume, which a commit leaves
+out: the fork's is a copy of the source's, made while the source is stopped (service/builder.py).
+The fork belongs to the caller's tenant and counts toward its quota; it gets the source's network
+policy (a networked sandbox's memory is not kept, so such a fork has the files only). Features
+copy what they keep per sandbox through `on_fork` hooks (background processes, contexts).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import anyio
 from corral.errors import CheckpointUnavailable, CorralError, InvalidRequest, SandboxBusy
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service import tenancy
 from corral.service.containers import Containers
 from corral.service.memory import checkpoint_name
+from corral.service.quotas import Quotas
 from corral.service.sandboxes import SandboxService, new_sandbox_id
 from corral.service.validation import check_name
 
@@ -66,26 +71,32 @@ class Forks:
                 raise InvalidRequest(f"a sandbox named {name!r} already exists; pick another name")
         if not self._engine.capabilities.commit:
             raise InvalidRequest("this container engine cannot copy a sandbox's files, so it cannot fork")
-        await sandboxes.check_quota()
+        who = tenancy.caller()
+        settings = sandboxes.settings
+        quota = Quotas(settings.max_sandboxes, source.tenant, who.quota, source.memory_bytes, source.disk_bytes or 0)
         async with sandboxes.lock(source.id):
             source = await sandboxes.check_usable(await sandboxes.refresh(source))
             if sandboxes.active(source.id):
                 raise SandboxBusy(f"sandbox {source.id} is running a call now; fork it once that ends")
             was_running = source.status == "running"
-            checkpoint, reason = await self._freeze(source)
+            checkpoint, reason = await self.freeze(source)
             try:
-                rec, not_restored = await self._make(source, name, checkpoint)
+                rec, not_restored = await self._make(source, name, checkpoint, quota)
             finally:
                 if was_running:
                     with anyio.CancelScope(shield=True):
-                        frozen = source.with_(status="stopped", checkpoint=checkpoint)
-                        source = (await sandboxes.resume(frozen)).rec
+                        source = await self.thaw(source, checkpoint)
         reason = reason or not_restored
         for hook in self._hooks:
             await hook(source.id, rec.id)
         return Forked(sandboxes.created(rec), source, memory=reason is None, reason=reason)
 
-    async def _freeze(self, source: SandboxRecord) -> tuple[str | None, str | None]:
+    async def thaw(self, source: SandboxRecord, checkpoint: str | None) -> SandboxRecord:
+        """Start the source again after `freeze` (its lock held), from its checkpoint if any."""
+        frozen = source.with_(status="stopped", checkpoint=checkpoint)
+        return (await self._sandboxes.resume(frozen)).rec
+
+    async def freeze(self, source: SandboxRecord) -> tuple[str | None, str | None]:
         """Stop the source with its memory saved: (checkpoint name or None, why not)."""
         if source.status != "running":
             if source.checkpoint is not None:
@@ -101,7 +112,7 @@ class Forks:
         return None, reason
 
     async def _make(
-        self, source: SandboxRecord, name: str | None, checkpoint: str | None
+        self, source: SandboxRecord, name: str | None, checkpoint: str | None, quota: Quotas
     ) -> tuple[SandboxRecord, str | None]:
         """The fork's record and running container; the second value says why its memory was not
         restored (None: it was, or there was none to restore)."""
@@ -124,12 +135,22 @@ class Forks:
             checkpoint=None,
             stopped_at=None,
             forked_from=source.id,
+            volume=None if source.volume is None else self._containers.volume_name(fork_id),
+            created_by=sandboxes.settings.instance_id,
         )
         await self._engine.commit(source.container_id, image, self._containers.image_labels(fork_id, "fork"))
         container_id = None
+
+        async def made(new_id: str) -> None:
+            nonlocal container_id
+            container_id = new_id
+            await sandboxes.record(fork_id, container_id=new_id)
+
         try:
-            await sandboxes.insert(rec)
-            container_id = await self._engine.create_container(self._containers.sandbox_spec(rec))
+            await sandboxes.insert(rec, quota)
+            policy = await sandboxes.builder.policy_of(source)
+            await sandboxes.builder.make(rec, policy, copy_of=source.volume, on_container=made)
+            assert container_id is not None
             rec = rec.with_(container_id=container_id)
             reason = None
             if checkpoint is not None:
@@ -142,12 +163,11 @@ class Forks:
             else:
                 await self._engine.start(container_id)
             rec = rec.with_(status="running")
-            await sandboxes.record(rec.id, container_id=container_id, status="running")
+            await sandboxes.record(rec.id, status="running")
             await sandboxes.connect(rec)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                if container_id is not None:
-                    await self._quietly(self._engine.remove(container_id))
+                await sandboxes.builder.discard(rec, container_id)
                 await sandboxes.forget(rec.id)
                 await self._quietly(self._engine.remove_image(image))
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 
 from corral.errors import AgentFailure, AgentRefused, CheckpointUnavailable, CorralError
 from corral.sandbox_backend.engine import Engine
@@ -19,6 +20,26 @@ from corral.sandbox_backend.store import SandboxRecord
 from corral.service.agents import AgentPool
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PowerChange:
+    """What stop / start (or an automatic resume) did with a sandbox's memory."""
+
+    rec: SandboxRecord
+    memory: bool  # stop: memory saved; start: memory restored
+    reason: str | None = None  # why not, when it was not
+    changed: bool = True  # False: it already was in that state
+
+
+def resumed_notice(change: PowerChange) -> str:
+    rec = change.rec
+    if change.memory:
+        return f"sandbox {rec.id} was stopped and has been resumed with its memory (variables and processes kept)"
+    return (
+        f"sandbox {rec.id} was stopped and has been resumed without its memory ({change.reason}): files are "
+        "kept; interpreter variables and background processes are gone (state_lost)"
+    )
 
 
 def checkpoint_name() -> str:
@@ -37,6 +58,10 @@ class Memory:
         reason = None
         if not self._engine.capabilities.checkpoint:
             reason = "this container engine cannot save a sandbox's memory"
+        elif rec.network != "none":
+            # Its connections, addresses and proxy identity belong to the live network; runsc
+            # 20221219 restores network namespaces unreliably, so such a sandbox keeps its files only.
+            reason = "a sandbox with network keeps its files but not its memory across a stop"
         else:
             try:
                 await self._agents.release_host(rec)

@@ -68,7 +68,7 @@ class Metrics:
         if rec.status != "running" or rec.container_id is None:
             return SandboxMetrics(sandbox=rec.id, status=rec.status)
         container_id = rec.container_id
-        stats: list[ContainerStats] = []
+        stats: list[ContainerStats | None] = []
         usage: dict[str, Any] = {}
 
         async def sample() -> None:
@@ -85,6 +85,8 @@ class Metrics:
             tg.start_soon(ask)
         info = await self._engine.inspect(container_id)
         s = stats[0]
+        if s is None:  # it stopped meanwhile
+            return SandboxMetrics(sandbox=rec.id, status="stopped")
         started = info.started_at if info is not None else None
         return SandboxMetrics(
             sandbox=rec.id,

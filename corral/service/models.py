@@ -7,7 +7,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service.network import NetworkView
 from corral.service.options import masked_env
+
+
+class EgressCounts(BaseModel):
+    allowed: int
+    denied: int
 
 
 class SandboxInfo(BaseModel):
@@ -17,16 +23,17 @@ class SandboxInfo(BaseModel):
         description="lost = the container vanished outside Corral; stopped ones restart on next use."
     )
     image: str
-    runtime: str = Field(
-        description="Container runtime: corral-runsc (gVisor) unless the operator forced runc."
-    )
+    runtime: str = Field(description="Container runtime: corral-runsc (gVisor) unless the operator forced runc.")
     isolation: Literal["gvisor", "runc-UNSAFE"] = Field(
         description="gvisor: code never touches the host kernel directly. runc-UNSAFE: operator override."
     )
-    network: str = Field(description="'none' = no network at all.")
+    network: str = Field(description="none (no network at all), allowlist or internet.")
+    allow: list[str] | None = Field(None, description="What an allowlist sandbox may reach (and the operator's list).")
+    egress: EgressCounts | None = Field(None, description="Connections the egress proxy allowed and denied.")
     memory_mb: int
     cpus: float
     pids_limit: int
+    disk_mb: int | None = Field(description="Size of /workspace; null = no limit (operator's choice, unsafe).")
     labels: dict[str, str]
     created_at: float
     last_used_at: float
@@ -41,8 +48,15 @@ class SandboxInfo(BaseModel):
 
     @classmethod
     def from_record(
-        cls, rec: SandboxRecord, lease: dict[str, str] | None = None, metrics: str | None = None
+        cls,
+        rec: SandboxRecord,
+        network: NetworkView | None = None,
+        lease: dict[str, str] | None = None,
+        metrics: str | None = None,
     ) -> SandboxInfo:
+        counts = None
+        if network is not None and network.allowed is not None and network.denied is not None:
+            counts = EgressCounts(allowed=network.allowed, denied=network.denied)
         return cls(
             id=rec.id,
             name=rec.name,
@@ -50,10 +64,13 @@ class SandboxInfo(BaseModel):
             image=rec.image,
             runtime=rec.runtime,
             isolation="runc-UNSAFE" if rec.runtime == "runc" else "gvisor",
-            network=rec.network,
+            network=network.mode if network else rec.network,
+            allow=list(network.allow) if network and network.allow is not None else None,
+            egress=counts,
             memory_mb=rec.memory_bytes // (1024 * 1024),
             cpus=rec.cpus,
             pids_limit=rec.pids_limit,
+            disk_mb=None if rec.disk_bytes is None else rec.disk_bytes // (1024 * 1024),
             labels=rec.labels,
             created_at=rec.created_at,
             last_used_at=rec.last_used_at,

@@ -6,29 +6,33 @@ mode, which connects to the port inside the sandbox and copies bytes between it 
 server pumps bytes between the host connection and that exec stream. Traffic goes through Docker's
 API, never through a network interface of the sandbox, so it works for sandboxes with no network.
 
-Exposed ports are recorded in SQLite: `list_ports` shows them and a restarted server opens them
-again (on the same host port when it is free). Listeners run in the server's task group and
-are closed when their sandbox is deleted or the server stops.
+Exposed ports are recorded in SQLite with the server instance that listens for them: `list_ports`
+shows them, and a port whose server is gone (stopped, crashed) is taken over by the next live
+server on the data dir, on the same host port when it is free. A server never opens a port another
+live server listens on. Listeners run in the server's task group, guarded: a failing connection
+is logged and dropped, never fatal to the listener or the server. They are closed when their
+sandbox is deleted, their port closed (by any server; the owner notices within a heartbeat) or
+the server stops.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 from pydantic import BaseModel, Field
 
-from corral.agent.bundle import bootstrap_argv
 from corral.config import SANDBOX_USER
-from corral.errors import CorralError, InvalidRequest, QuotaExceeded
+from corral.errors import CorralError, InvalidRequest, QuotaExceeded, SandboxNotFound
 from corral.sandbox_backend.engine import Engine
-from corral.sandbox_backend.store import PortRecord, SandboxRecord
+from corral.sandbox_backend.store import PortRecord
 from corral.sandbox_backend.store.processes import PortTable
+from corral.service import tenancy
 from corral.service.access import SandboxAccess
+from corral.service.instances import Instances
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +79,20 @@ class Ports:
     """The host listeners of one server."""
 
     def __init__(
-        self, sandboxes: SandboxAccess, engine: Engine, table: PortTable, tg: TaskGroup, host: str
+        self,
+        sandboxes: SandboxAccess,
+        engine: Engine,
+        table: PortTable,
+        tg: TaskGroup,
+        host: str,
+        instances: Instances,
     ) -> None:
         self._sandboxes = sandboxes
         self._engine = engine
         self._table = table
         self._tg = tg
         self._host = host
+        self._instances = instances
         self._forwards: dict[tuple[str, int], _Forward] = {}
         self._lock = anyio.Lock()
 
@@ -99,7 +110,10 @@ class Ports:
                 raise QuotaExceeded(
                     f"sandbox {sandbox.id} already exposes {len(mine)} ports (the limit); close_port one first"
                 )
-            rec = PortRecord(sandbox.id, port, self._host, 0, time.time())
+            existing = {r.port: r for r in await self._table.list(sandbox.id)}.get(port)
+            if existing is not None and existing.instance_id in await self._instances.live():
+                return port_info(existing, True)  # another live server on this data dir listens
+            rec = PortRecord(sandbox.id, port, self._host, 0, time.time(), self._instances.id)
             rec = await self._open(rec)
             await self._table.upsert(rec)
         return port_info(rec, True)
@@ -118,37 +132,59 @@ class Ports:
         return port_info(rec, False)
 
     async def list(self, ref: str | None = None) -> list[PortInfo]:
-        sandbox_id = (await self._sandboxes.resolve(ref)).id if ref else None
-        records = await self._table.list(sandbox_id)
-        return [port_info(r, (r.sandbox_id, r.port) in self._forwards) for r in records]
+        if ref:
+            records = await self._table.list((await self._sandboxes.resolve(ref)).id)
+        else:  # the caller's sandboxes' ports only
+            mine = {rec.id for rec in await self._sandboxes.list_all()}
+            records = [r for r in await self._table.list() if r.sandbox_id in mine]
+        live = await self._instances.live()
+        elsewhere = {r.instance_id for r in records} & live - {self._instances.id}
+        return [port_info(r, (r.sandbox_id, r.port) in self._forwards or r.instance_id in elsewhere) for r in records]
 
     # -- lifecycle hooks (composition root) ------------------------------------------------------
 
-    async def restore(self, sandboxes: Sequence[SandboxRecord]) -> None:
-        """Open the listeners recorded by an earlier run of the server (same host port if free)."""
-        known = {rec.id: rec for rec in sandboxes}
-        for rec in await self._table.list():
-            sandbox = known.get(rec.sandbox_id)
-            if sandbox is None:
+    async def restore(self) -> None:
+        """Take over the ports no live server listens on (ours from an earlier run, or a server's
+        that is gone), on the same host port if it is free; stop listening for ports that were
+        closed or taken over elsewhere. Runs at start and after every heartbeat."""
+        records = await self._table.list()
+        live = await self._instances.live()
+        mine = self._instances.id
+        async with self._lock:
+            wanted = {(r.sandbox_id, r.port) for r in records if r.instance_id == mine}
+            for key in [k for k in self._forwards if k not in wanted]:
+                self._stop(*key)
+        for rec in records:
+            if (rec.instance_id == mine and (rec.sandbox_id, rec.port) in self._forwards) or (
+                rec.instance_id != mine and rec.instance_id in live
+            ):
+                continue
+            try:
+                sandbox = await self._sandboxes.resolve(rec.sandbox_id)
+            except SandboxNotFound:
                 await self._table.delete(rec.sandbox_id)
                 continue
             if sandbox.status == "lost":
                 continue
             async with self._lock:
-                if (rec.sandbox_id, rec.port) in self._forwards:
-                    continue
-                try:
-                    opened = await self._open(rec)
-                except OSError:
-                    log.warning(
-                        "sandbox %s port %d: host port %d is taken; listening on another one",
-                        rec.sandbox_id,
-                        rec.port,
-                        rec.host_port,
-                    )
-                    opened = await self._open(PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at))
-                if opened != rec:
-                    await self._table.upsert(opened)
+                await self._take_over(rec)
+
+    async def _take_over(self, rec: PortRecord) -> None:
+        mine = self._instances.id
+        if (rec.sandbox_id, rec.port) in self._forwards:
+            return
+        try:
+            opened = await self._open(rec.with_owner(mine))
+        except OSError:
+            log.warning(
+                "sandbox %s port %d: host port %d is taken; listening on another one",
+                rec.sandbox_id,
+                rec.port,
+                rec.host_port,
+            )
+            opened = await self._open(PortRecord(rec.sandbox_id, rec.port, rec.host, 0, rec.created_at, mine))
+        if not await self._table.take_over(opened, rec.instance_id):
+            self._stop(rec.sandbox_id, rec.port)  # another server was quicker, or it was closed
 
     async def close_sandbox(self, sandbox_id: str) -> None:
         """Stop forwarding a sandbox's ports and forget them (the sandbox is being deleted)."""
@@ -156,6 +192,13 @@ class Ports:
             for key in [k for k in self._forwards if k[0] == sandbox_id]:
                 self._stop(*key)
             await self._table.delete(sandbox_id)
+
+    async def stop_listening(self, sandbox_id: str) -> None:
+        """The sandbox's container is gone: stop its listeners (the records are left to whoever
+        deleted it, or stay for a lost sandbox, shown inactive)."""
+        async with self._lock:
+            for key in [k for k in self._forwards if k[0] == sandbox_id]:
+                self._stop(*key)
 
     async def close_all(self) -> None:
         """Stop every listener (server shutdown); the records stay for the next start."""
@@ -168,18 +211,27 @@ class Ports:
         """Listen for `rec` (host_port 0 = any free port); returns the record with the real port."""
         listener = await anyio.create_tcp_listener(local_host=rec.host, local_port=rec.host_port)
         bound = int(listener.extra(SocketAttribute.local_port))
-        opened = PortRecord(rec.sandbox_id, rec.port, rec.host, bound, rec.created_at)
+        opened = PortRecord(rec.sandbox_id, rec.port, rec.host, bound, rec.created_at, rec.instance_id)
         scope = anyio.CancelScope()
         limiter = anyio.CapacityLimiter(MAX_CONNECTIONS)
 
         async def handle(client: SocketStream) -> None:
-            async with limiter:
-                await self._connect(opened, client)
+            try:
+                async with limiter:
+                    await self._connect(opened, client)
+            except Exception:
+                # One connection's failure must never end the listener (nor the server's task group).
+                log.exception("sandbox %s port %d: connection failed", rec.sandbox_id, rec.port)
 
         async def serve() -> None:
             with scope:
                 async with listener:
-                    await listener.serve(handle)
+                    while True:
+                        try:
+                            await listener.serve(handle)
+                        except Exception:
+                            log.exception("sandbox %s port %d: listener failed; retrying", rec.sandbox_id, rec.port)
+                            await anyio.sleep(1)
 
         self._forwards[(rec.sandbox_id, rec.port)] = _Forward(opened, scope)
         self._tg.start_soon(serve, name=f"port {rec.sandbox_id}:{rec.port}")
@@ -194,10 +246,12 @@ class Ports:
     async def _connect(self, rec: PortRecord, client: SocketStream) -> None:
         async with client:
             try:
-                sandbox = await self._sandboxes.use(rec.sandbox_id)
+                # The server forwards a port it recorded, whoever asked for it and in whatever task.
+                with tenancy.acting_as(tenancy.OPERATOR):
+                    sandbox = await self._sandboxes.use(rec.sandbox_id)
                 if sandbox.container_id is None:
                     return
-                argv = bootstrap_argv("tcp-relay", TARGET_HOST, str(rec.port))
+                argv = self._sandboxes.agent_argv(sandbox, "tcp-relay", TARGET_HOST, str(rec.port))
                 remote = await self._engine.open_exec_stream(sandbox.container_id, argv, user=SANDBOX_USER)
             except CorralError as exc:
                 log.info("sandbox %s port %d: connection refused: %s", rec.sandbox_id, rec.port, exc)

@@ -18,10 +18,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from corral.config import WORKDIR, ExecPolicy
-from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidRequest, QuotaExceeded
+from corral.errors import AgentFailure, AgentRefused, CorralError, InvalidRequest, QuotaExceeded, SandboxNotFound
 from corral.sandbox_backend.store import ProcessRecord
 from corral.sandbox_backend.store.processes import ProcessTable
 from corral.service.access import SandboxAccess
+from corral.service.replies import fit
 from corral.service.validation import check_env, check_path, check_size
 
 PROCESS_ID_RE = re.compile(r"^p-[0-9a-f]{6}$")
@@ -102,6 +103,11 @@ class Processes:
 
     async def _record(self, process_id: str) -> ProcessRecord:
         rec = await self._table.get(check_process_id(process_id))
+        if rec is not None:
+            try:  # a process belongs to its sandbox's tenant: another tenant's is answered as missing
+                await self._sandboxes.resolve(rec.sandbox_id)
+            except SandboxNotFound:
+                rec = None
         if rec is None:
             raise InvalidRequest(
                 f"no process with id {process_id!r}; it was never started here, or its sandbox was deleted. "
@@ -155,14 +161,11 @@ class Processes:
             "env": check_env(env),
         }
         res = await self._sandboxes.request(sandbox.id, "proc_start", params, timeout=60)
-        agent_id, pid = res.get("proc_id"), res.get("pid")
-        if not isinstance(agent_id, str) or not agent_id:
-            raise AgentFailure("the sandbox's agent did not return a process id")
         rec = ProcessRecord(
             id=await self._new_id(),
             sandbox_id=sandbox.id,
-            agent_id=agent_id,
-            pid=pid if isinstance(pid, int) else None,
+            agent_id=res["proc_id"],
+            pid=res["pid"],
             command=command,
             cwd=params["cwd"],
             started_at=time.time(),
@@ -205,16 +208,16 @@ class Processes:
             res = await self._sandboxes.request(rec.sandbox_id, "proc_output", params, timeout=wait + 30)
         except CorralError as exc:
             raise await self._explain(rec, exc) from exc
-        data = str(res.get("data", ""))
-        following = res.get("next")
-        if not isinstance(following, int) or following < start:
+        data = res["data"]
+        following = res["next"]
+        if following < start or following - start > limit + 4:
             raise AgentFailure(f"process {rec.id}: the sandbox's agent sent a bad output cursor")
-        size = res.get("size")
-        more = max(0, size - following) if isinstance(size, int) else 0
+        size = res["size"]
+        more = max(0, size - following) if size is not None else 0
         rec = await self._update(rec, res)
         if following != rec.cursor:
             await self._table.update(rec.id, cursor=following)
-        return ProcessOutput(
+        result = ProcessOutput(
             id=rec.id,
             output=data[: limit * 4],
             next_cursor=following,
@@ -222,6 +225,8 @@ class Processes:
             running=rec.running,
             exit_code=rec.exit_code,
         )
+        fit(result, ("output",))
+        return result
 
     async def _explain(self, rec: ProcessRecord, exc: CorralError) -> CorralError:
         """Turn the agent's errors about a process into messages that use the model's process id."""
@@ -229,7 +234,7 @@ class Processes:
         if kind == "not_found":
             await self._mark_gone(rec)
             return InvalidRequest(
-                f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /tmp/.corral "
+                f"process {rec.id} no longer exists in sandbox {rec.sandbox_id} (its spool under /workspace/.corral "
                 "was removed); start it again with start_process"
             )
         if kind == "not_running":
@@ -266,8 +271,7 @@ class Processes:
                     "process_output and try again"
                 ) from exc
             raise await self._explain(rec, exc) from exc
-        written = res.get("written")
-        return InputSent(id=rec.id, bytes_written=written if isinstance(written, int) else len(data), stdin_closed=eof)
+        return InputSent(id=rec.id, bytes_written=res["written"], stdin_closed=eof)
 
     async def signal_process(self, process_id: str, signal: str = "TERM") -> ProcessInfo:
         rec = await self._record(process_id)
@@ -284,9 +288,7 @@ class Processes:
             # any output returns as soon as the process is gone, or after `wait`).
             params = {"proc_id": rec.agent_id, "since": FAR, "max_bytes": 1, "wait": SIGNAL_SETTLE}
             try:
-                res = await self._sandboxes.request(
-                    rec.sandbox_id, "proc_output", params, timeout=SIGNAL_SETTLE + 30
-                )
+                res = await self._sandboxes.request(rec.sandbox_id, "proc_output", params, timeout=SIGNAL_SETTLE + 30)
             except CorralError:
                 return ProcessInfo.from_record(rec)
             rec = await self._update(rec, res)
@@ -298,12 +300,7 @@ class Processes:
         if not records:
             return records
         res = await self._sandboxes.request(sandbox_id, "proc_list", {}, timeout=30)
-        procs = res.get("procs")
-        states = {
-            p["proc_id"]: p
-            for p in (procs if isinstance(procs, list) else [])
-            if isinstance(p, dict) and "proc_id" in p
-        }
+        states = {p["proc_id"]: p for p in res["procs"]}
         updated = []
         for rec in records:
             state = states.get(rec.agent_id)
@@ -319,6 +316,27 @@ class Processes:
         processes themselves): give them ids of its own, cursors kept."""
         for rec in await self._table.list(source_id):
             await self._table.insert(rec.with_(id=await self._new_id(), sandbox_id=fork_id))
+
+    async def tail(self, ref: str, max_bytes: int = 4096) -> list[tuple[ProcessInfo, str | None]]:
+        """Each background process of a sandbox with the end of its output (None when it cannot be
+        read: the sandbox is not running). Moves no read cursor, writes nothing, starts nothing:
+        for the operator's `corral logs` next to a live server."""
+        sandbox = await self._sandboxes.resolve(ref)
+        result: list[tuple[ProcessInfo, str | None]] = []
+        for rec in await self._table.list(sandbox.id):
+            text: str | None = None
+            if sandbox.status == "running":
+                try:
+                    params = {"proc_id": rec.agent_id, "since": 0, "max_bytes": 1, "wait": 0}
+                    size = (await self._sandboxes.request(sandbox.id, "proc_output", params, timeout=30)).get("size")
+                    start = max(0, size - max_bytes) if isinstance(size, int) else 0
+                    params = {**params, "since": start, "max_bytes": max_bytes}
+                    res = await self._sandboxes.request(sandbox.id, "proc_output", params, timeout=30)
+                    text = str(res.get("data", ""))
+                except CorralError as exc:
+                    text = f"(output not readable: {exc})"
+            result.append((ProcessInfo.from_record(rec), text))
+        return result
 
     async def forget_sandbox(self, sandbox_id: str) -> None:
         """Drop the process records of a deleted sandbox (its processes died with its container)."""

@@ -1,24 +1,32 @@
 """Snapshots: a sandbox's file system saved as a local image, to create new sandboxes from.
 
-`snapshot_sandbox` commits the sandbox's container (Docker pauses it for the moment of the
-commit; its memory is not part of a snapshot) into `corral/snapshot-<owner>:<name>`: a new image,
-so the base image never changes. Snapshots are recorded in SQLite, labelled as ours, counted
-against `CORRAL_MAX_SNAPSHOTS`, refused deletion while a sandbox runs from one (naming them), and
-an image nothing records any more is removed by `corral gc`.
+`snapshot_sandbox` commits the sandbox's container into `corral/snapshot-<owner>:<tenant>-<name>`:
+a new image, so the base image never changes. /workspace is a volume, which a commit leaves out, so
+the snapshot keeps a copy of it (a volume of its own, copied while the sandbox is stopped with its
+memory for that moment, then resumed). Its memory is not part of a snapshot. Snapshots belong to a
+tenant (another's is answered like a missing one), are recorded in SQLite, labelled as ours,
+counted against `CORRAL_MAX_SNAPSHOTS`, refused deletion while a sandbox runs from one (naming
+them), and an image or volume nothing records any more is removed by `corral gc`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import re
+import secrets
 
+import anyio
 from pydantic import BaseModel
 
-from corral.errors import InvalidRequest, QuotaExceeded, StoreConflict
+from corral.errors import InvalidRequest, QuotaExceeded, SandboxBusy, StoreConflict
 from corral.sandbox_backend.engine import Engine
-from corral.sandbox_backend.store import SnapshotRecord
+from corral.sandbox_backend.store import SandboxRecord, SnapshotRecord
 from corral.sandbox_backend.store.snapshots import SnapshotTable
+from corral.service import tenancy
 from corral.service.containers import LABEL_OWNER, LABEL_ROLE, LABEL_SANDBOX, Containers
+from corral.service.forks import Forks
 from corral.service.sandboxes import SandboxService
 
 log = logging.getLogger(__name__)
@@ -56,22 +64,32 @@ def check_snapshot_name(name: str) -> str:
 
 class Snapshots:
     def __init__(
-        self, sandboxes: SandboxService, engine: Engine, containers: Containers, table: SnapshotTable, limit: int
+        self,
+        sandboxes: SandboxService,
+        engine: Engine,
+        containers: Containers,
+        table: SnapshotTable,
+        limit: int,
+        forks: Forks,
     ) -> None:
         self._sandboxes = sandboxes
         self._engine = engine
         self._containers = containers
         self._table = table
         self._limit = limit
+        self._forks = forks
 
-    def image_of(self, name: str) -> str:
-        # Docker's image names are global: the owner keeps two data dirs' snapshots apart.
-        return f"corral/snapshot-{self._containers.owner}:{name}"
+    def image_of(self, tenant: str, name: str) -> str:
+        # Docker's image names are global: the owner keeps two data dirs' snapshots apart, the
+        # tenant's digest two tenants' snapshots of one name.
+        digest = hashlib.sha256(tenant.encode()).hexdigest()[:8]
+        return f"corral/snapshot-{self._containers.owner}:{digest}-{name}"
 
     async def take(self, ref: str, name: str) -> SnapshotRecord:
         check_snapshot_name(name)
         sandbox = await self._sandboxes.resolve(ref)
-        if await self._table.get(name) is not None:
+        tenant = sandbox.tenant
+        if await self._table.get(name, tenant) is not None:
             raise InvalidRequest(f"a snapshot named {name!r} already exists; pick another name or delete_snapshot it")
         if await self._table.count() >= self._limit:
             raise QuotaExceeded(
@@ -79,12 +97,19 @@ class Snapshots:
             )
         if not self._engine.capabilities.commit:
             raise InvalidRequest("this container engine cannot save a sandbox's files as an image")
-        image = self.image_of(name)
+        image = self.image_of(tenant, name)
+        volume = None
         async with self._sandboxes.lock(sandbox.id):
             sandbox = await self._sandboxes.check_usable(await self._sandboxes.refresh(sandbox))
             assert sandbox.container_id is not None
             labels = self._containers.image_labels(sandbox.id, ROLE)
-            image_id = await self._engine.commit(sandbox.container_id, image, labels)
+            if sandbox.volume is None:  # no disk limits: /workspace is in the committed file system
+                image_id = await self._engine.commit(sandbox.container_id, image, labels)
+            else:
+                if self._sandboxes.active(sandbox.id):
+                    raise SandboxBusy(f"sandbox {sandbox.id} is running a call now; snapshot it once that ends")
+                volume = self._containers.volume_name(secrets.token_hex(5), ROLE)
+                image_id = await self._copy(sandbox, image, labels, volume)
         size = next((i.size_bytes for i in await self._engine.labelled_images(self._label()) if i.id == image_id), 0)
         rec = SnapshotRecord(
             name=name,
@@ -94,32 +119,68 @@ class Snapshots:
             base_image=sandbox.image,
             size_bytes=size,
             created_at=self._sandboxes.clock.now(),
+            tenant=tenant,
+            volume=volume,
+            disk_bytes=sandbox.disk_bytes if volume else None,
         )
         try:
             await self._table.insert(rec)
         except StoreConflict:
+            await self._remove(rec)
             raise InvalidRequest(f"a snapshot named {name!r} was just taken by another call") from None
         return rec
 
+    async def _copy(self, sandbox: SandboxRecord, image: str, labels: dict[str, str], volume: str) -> str:
+        """Commit the file system and copy /workspace into `volume`, with the sandbox stopped (its
+        memory saved) for that moment: a volume is copied only while nothing writes to it."""
+        was_running = sandbox.status == "running"
+        checkpoint, _ = await self._forks.freeze(sandbox)
+        try:
+            image_id = await self._engine.commit(sandbox.container_id or "", image, labels)
+            spec = self._containers.volume_spec(volume, sandbox.id, ROLE, sandbox.disk_bytes)
+            try:
+                await self._engine.create_volume(dataclasses.replace(spec, copy_of=sandbox.volume))
+            except BaseException:
+                await self._engine.remove_image(image)
+                raise
+        finally:
+            if was_running:
+                with anyio.CancelScope(shield=True):
+                    await self._forks.thaw(sandbox, checkpoint)
+        return image_id
+
     async def get(self, name: str) -> SnapshotRecord:
-        rec = await self._table.get(check_snapshot_name(name))
+        """The caller's snapshot of this name; another tenant's is answered like a missing one."""
+        tenant = tenancy.caller().tenant
+        rec = await self._table.get(check_snapshot_name(name), tenant)
         if rec is None:
-            known = ", ".join(r.name for r in await self._table.list()) or "none yet (snapshot_sandbox makes one)"
+            known = ", ".join(r.name for r in await self._table.list(tenant)) or "none yet (snapshot_sandbox makes one)"
             raise InvalidRequest(f"no snapshot named {name!r}. Snapshots: {known}")
         return rec
 
     async def all(self) -> list[SnapshotRecord]:
-        return await self._table.list()
+        return await self._table.list(tenancy.caller().tenant)
 
     async def delete(self, name: str) -> SnapshotRecord:
         rec = await self.get(name)
-        users = [s for s in await self._sandboxes.list_all() if s.image == rec.image]
+        with tenancy.acting_as(tenancy.OPERATOR):  # whoever's sandbox runs from it
+            users = [s for s in await self._sandboxes.list_all() if s.image == rec.image]
         if users:
-            names = ", ".join(f"{s.id} ({s.name})" if s.name else s.id for s in users)
+            mine = [s for s in users if s.tenant == rec.tenant]
+            names = ", ".join(f"{s.id} ({s.name})" if s.name else s.id for s in mine) or "another tenant's"
             raise InvalidRequest(f"snapshot {name!r} is in use by sandbox(es) {names}; delete them first")
-        await self._engine.remove_image(rec.image)
-        await self._table.delete(name)
+        await self._remove(rec)
+        await self._table.delete(rec.name, rec.tenant)
         return rec
+
+    async def _remove(self, rec: SnapshotRecord) -> None:
+        await self._engine.remove_image(rec.image)
+        if rec.volume:
+            await self._engine.remove_volume(rec.volume)
+
+    async def volumes(self) -> set[str]:
+        """The volumes every tenant's snapshots keep (reconcile must not take them for strays)."""
+        return {r.volume for r in await self._table.list() if r.volume}
 
     def _label(self) -> str:
         return f"{LABEL_ROLE}={ROLE}"
@@ -135,7 +196,9 @@ class Snapshots:
     async def unrecorded_images(self) -> list[str]:
         """Tags of snapshot and fork images of this data dir that nothing records."""
         owner = self._containers.owner
-        recorded = {r.image for r in await self._table.list()} | {s.image for s in await self._sandboxes.list_all()}
+        with tenancy.acting_as(tenancy.OPERATOR):
+            sandboxes = await self._sandboxes.list_all()
+        recorded = {r.image for r in await self._table.list()} | {s.image for s in sandboxes}
         found = []
         for role in (ROLE, "fork"):
             for image in await self._engine.labelled_images(f"{LABEL_ROLE}={role}"):

@@ -56,7 +56,7 @@ def build_tool(spec: ToolSpec, *, output_schema: bool = False) -> Tool:
     """The tool for `spec`. Its output schema is published only with `output_schema` (it would
     double what tools/list costs a model); results carry structuredContent either way."""
     tool = StrictTool.from_function(
-        shaped(audited(spec.fn)),
+        shaped(audited(spec.fn, executes=spec.executes)),
         title=spec.title,
         description=tool_description(spec.fn.__doc__),
         annotations=spec.annotations,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -15,7 +16,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from corral.errors import CorralError
-from corral.service import Services, notes
+from corral.service import Services, notes, tenancy
+from corral.service.audit import CallRecord, summarize
+from corral.service.tenancy import Caller
 from corral.tools._notes import annotate
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class ToolSpec:
     # Other spellings accepted for an argument ({alias: parameter}), e.g. the names other agents'
     # tools taught models. Only the parameter is in the schema; an alias is a known argument.
     aliases: Mapping[str, str] = field(default_factory=dict)
+    executes: bool = False  # runs code or a long job: counts toward the tenant's concurrent executions
 
     @property
     def annotations(self) -> ToolAnnotations:
@@ -75,27 +79,43 @@ def progress(ctx: Context) -> Callable[[str, str], Awaitable[None]]:
     return report
 
 
-def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Record every call in the audit log and give the model a ToolError it can act on.
+def caller_of(ctx: Context, app: Services) -> Caller:
+    """The tenant a call acts for. stdio and in-process clients are the local tenant; an HTTP
+    request carries the identity the server's authentication established (corral/server/auth.py)
+    and nothing else: a request without one is refused rather than given a default."""
+    request = ctx.request_context.request
+    if request is None:
+        return app.tenants.caller(tenancy.LOCAL)
+    scope = getattr(request, "scope", None)
+    user = scope.get("user") if isinstance(scope, dict) else None
+    who = getattr(getattr(user, "access_token", None), "caller", None)
+    if isinstance(who, Caller):
+        return who
+    raise ToolError("this request carries no authenticated tenant; send Authorization: Bearer <token>")
+
+
+def audited(fn: Callable[P, Awaitable[R]], *, executes: bool = False) -> Callable[P, Awaitable[R]]:
+    """Act for the caller's tenant, record the call in the audit log, and give the model a
+    ToolError it can act on. `executes`: the call counts toward the tenant's concurrent executions.
 
     Corral's own errors carry messages written for the model; anything else is a bug, logged with
     its traceback and reported without internals.
     """
     name = fn.__name__
-    ctx_param = next(
-        p for p, a in inspect.signature(fn).parameters.items() if a.annotation in (Context, "Context")
-    )
+    ctx_param = next(p for p, a in inspect.signature(fn).parameters.items() if a.annotation in (Context, "Context"))
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         ctx: Context = kwargs[ctx_param]  # type: ignore[assignment]
         app = services(ctx)
-        sandbox = kwargs.get("sandbox")
+        who = caller_of(ctx, app)
+        note = tenancy.CallNote()
         started = time.perf_counter()
         outcome, detail = "ok", None
         try:
-            with notes.collecting() as collected:
-                result = await fn(*args, **kwargs)
+            with tenancy.acting_as(who), tenancy.noting(note), notes.collecting() as collected:
+                with app.tenants.slots.hold(who) if executes else contextlib.nullcontext():
+                    result = await fn(*args, **kwargs)
             return annotate(result, collected)  # type: ignore[no-any-return]
         except CorralError as exc:
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"
@@ -106,11 +126,12 @@ def audited(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except Exception as exc:
             outcome, detail = "crash", f"{type(exc).__name__}: {exc}"
             log.exception("tool %s failed unexpectedly", name)
-            raise ToolError(
-                f"{name} failed unexpectedly ({type(exc).__name__}); the server log has details"
-            ) from exc
+            raise ToolError(f"{name} failed unexpectedly ({type(exc).__name__}); the server log has details") from exc
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            await app.audit.record(name, sandbox if isinstance(sandbox, str) else None, outcome, detail, elapsed)
+            arguments = {k: v for k, v in kwargs.items() if k != ctx_param}
+            await app.audit.record(
+                CallRecord(name, who.tenant, note.sandbox_id, outcome, detail, elapsed, summarize(arguments))
+            )
 
     return wrapper

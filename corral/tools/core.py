@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 Timeout = Annotated[float | None, Field(description="Seconds (default 60).")]
 
 
+Mode = Literal["none", "allowlist", "internet"]
+Allow = Annotated[list[str] | None, Field(description="Hosts, *.domains, IPs/CIDRs[:port].")]
+
+
+async def info(ctx: Context, rec: SandboxRecord, metrics: str | None = None) -> SandboxInfo:
+    app = services(ctx)
+    return SandboxInfo.from_record(rec, await app.network.view(rec), app.sandboxes.lease(rec), metrics)
+
+
 class SandboxList(BaseModel):
     sandboxes: list[SandboxInfo]
 
@@ -27,10 +36,6 @@ class Deleted(BaseModel):
     id: str
     name: str | None
     deleted: bool
-
-
-def info(ctx: Context, rec: SandboxRecord, metrics: str | None = None) -> SandboxInfo:
-    return SandboxInfo.from_record(rec, services(ctx).sandboxes.lease(rec), metrics)
 
 
 def connection_key(ctx: Context) -> str:
@@ -59,56 +64,68 @@ def connection_key(ctx: Context) -> str:
 
 async def create_sandbox(
     ctx: Context,
-    name: Annotated[str | None, Field(description="Unique name (a-z, 0-9, _.-) usable instead of the id.")] = None,
-    image: Annotated[str | None, Field(description="Default: Corral's (Python data stack, node, git).")] = None,
-    memory_mb: Annotated[int | None, Field(description="Default 1024.")] = None,
-    cpus: Annotated[float | None, Field(description="Default 1.")] = None,
+    name: Annotated[str | None, Field(description="Unique; works as id.")] = None,
+    image: str | None = None,
+    memory_mb: int | None = None,
+    cpus: float | None = None,
+    disk_mb: int | None = None,
     labels: dict[str, str] | None = None,
+    network: Annotated[Mode | None, Field(description="Default none; allowlist = only `allow`.")] = None,
+    allow: Allow = None,
     env: dict[str, str] | None = None,
-    idle_stop_after: Annotated[float | None, Field(description="Idle s until stopped, memory kept; 0 never")] = None,
-    delete_after: Annotated[float | None, Field(description="Seconds until deleted; 0 never.")] = None,
-    ephemeral: Annotated[bool, Field(description="Delete on client disconnect.")] = False,
-    from_snapshot: Annotated[str | None, Field(description="Snapshot name.")] = None,
+    idle_stop_after: Annotated[float | None, Field(description="Idle s to stop (memory kept); 0 never")] = None,
+    delete_after: Annotated[float | None, Field(description="s to delete; 0 never")] = None,
+    ephemeral: Annotated[bool | None, Field(description="Gone on disconnect.")] = None,
+    from_snapshot: str | None = None,
 ) -> SandboxInfo:
-    """Create an isolated Linux sandbox (gVisor; no network, non-root, in /workspace) and return its
-    id. Create one per task and reuse it: files, packages and interpreter state persist."""
+    """Create an isolated Linux sandbox (gVisor, non-root, /workspace; network only if asked);
+    returns its id. Reuse one per task: files and state persist."""
     app = services(ctx)
     svc = app.sandboxes
-    snapshot_image = None
+    snapshot = None
     if from_snapshot is not None:
         if image is not None:
             raise InvalidRequest("give image or from_snapshot, not both: a snapshot brings its own image")
-        snapshot_image = (await app.snapshots.get(from_snapshot)).image
+        snapshot = await app.snapshots.get(from_snapshot)
     rec = await svc.create(
-        snapshot_image=snapshot_image,
+        snapshot=snapshot,
         name=name,
         image=image,
         memory_mb=memory_mb,
         cpus=cpus,
+        disk_mb=disk_mb,
         labels=labels,
+        network=network,
+        allow=allow,
         env=env,
         idle_stop_after=idle_stop_after,
         delete_after=delete_after,
-        ephemeral=ephemeral,
+        ephemeral=bool(ephemeral),
         session=svc.session_id(connection_key(ctx)) if ephemeral else None,
     )
-    return info(ctx, rec)
+    return await info(ctx, rec)
 
 
 async def list_sandboxes(
     ctx: Context,
     labels: Annotated[dict[str, str] | None, Field(description="Only sandboxes with all these labels.")] = None,
 ) -> SandboxList:
-    """List sandboxes: id, name, status, limits."""
-    return SandboxList(sandboxes=[info(ctx, r) for r in await services(ctx).sandboxes.list_all(labels)])
+    """List sandboxes: id, name, status, limits, network."""
+    return SandboxList(sandboxes=[await info(ctx, r) for r in await services(ctx).sandboxes.list_all(labels)])
 
 
 async def get_sandbox(ctx: Context, sandbox: SandboxRef) -> SandboxInfo:
-    """Show one sandbox: status, image, limits, lifetimes and a line of current metrics."""
+    """Show one sandbox: status, image, limits, network, lifetimes and a line of current metrics."""
     app = services(ctx)
     rec = await app.sandboxes.get(sandbox)
     metrics = line(await app.metrics.of(rec.id)) if rec.status == "running" else None
-    return info(ctx, rec, metrics)
+    return await info(ctx, rec, metrics)
+
+
+async def update_network(ctx: Context, sandbox: SandboxRef, network: Mode, allow: Allow = None) -> SandboxInfo:
+    """Change a running sandbox's network policy at once (open connections it no longer allows
+    are cut). One created with network='none' cannot get network."""
+    return await info(ctx, await services(ctx).sandboxes.update_network(sandbox, network, allow))
 
 
 async def delete_sandbox(ctx: Context, sandbox: SandboxRef) -> Deleted:
@@ -137,5 +154,6 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(list_sandboxes, "List sandboxes", read_only=True, idempotent=True),
     ToolSpec(get_sandbox, "Get sandbox", read_only=True, idempotent=True),
     ToolSpec(delete_sandbox, "Delete sandbox", destructive=True, idempotent=True),
-    ToolSpec(run_command, "Run shell command", destructive=True),
+    ToolSpec(update_network, "Update network", idempotent=True, open_world=True),
+    ToolSpec(run_command, "Run shell command", destructive=True, executes=True),
 ]

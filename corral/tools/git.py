@@ -167,13 +167,13 @@ async def git_pull(
 
 
 TOOLS: list[ToolSpec] = [
-    ToolSpec(git_clone, "Clone git repository", open_world=True),
+    ToolSpec(git_clone, "Clone git repository", open_world=True, executes=True),
     ToolSpec(git_status, "Git status", read_only=True, idempotent=True),
     ToolSpec(git_diff, "Git diff", read_only=True, idempotent=True),
     ToolSpec(git_log, "Git log", read_only=True, idempotent=True),
     ToolSpec(git_checkout, "Git switch branch", idempotent=True),
     ToolSpec(git_branches, "Git branches", destructive=True),
     ToolSpec(git_commit, "Git commit"),
-    ToolSpec(git_push, "Git push", destructive=True, open_world=True),
-    ToolSpec(git_pull, "Git pull", open_world=True),
+    ToolSpec(git_push, "Git push", destructive=True, open_world=True, executes=True),
+    ToolSpec(git_pull, "Git pull", open_world=True, executes=True),
 ]

@@ -93,7 +93,7 @@ async def delete_context(
 
 
 TOOLS: list[ToolSpec] = [
-    ToolSpec(run_code, "Run code", destructive=True),
+    ToolSpec(run_code, "Run code", destructive=True, executes=True),
     ToolSpec(list_contexts, "List interpreter contexts", read_only=True, idempotent=True),
     ToolSpec(restart_context, "Restart interpreter context", destructive=True, idempotent=True),
     ToolSpec(interrupt_context, "Interrupt interpreter context", idempotent=True),

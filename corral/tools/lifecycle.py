@@ -56,9 +56,7 @@ async def fork_sandbox(
     """Copy a sandbox (files, memory, processes) into a new one; the two then diverge."""
     forked = await services(ctx).forks.fork(sandbox, name)
     rec = forked.rec
-    return Fork(
-        id=rec.id, name=rec.name, forked_from=forked.source.id, memory_kept=forked.memory, reason=forked.reason
-    )
+    return Fork(id=rec.id, name=rec.name, forked_from=forked.source.id, memory_kept=forked.memory, reason=forked.reason)
 
 
 async def update_sandbox(
@@ -72,7 +70,7 @@ async def update_sandbox(
     rec = await services(ctx).sandboxes.update(
         sandbox, labels=labels, idle_stop_after=idle_stop_after, delete_after=delete_after
     )
-    return info(ctx, rec)
+    return await info(ctx, rec)
 
 
 async def sandbox_metrics(ctx: Context, sandbox: SandboxRef) -> SandboxMetrics:

@@ -262,3 +262,14 @@ async def test_a_runaway_regex_neither_stalls_the_agent_nor_outlives_a_cancel(
         tg.cancel_scope.cancel()  # the channel sends `cancel` for the search
     assert outcome and isinstance(outcome[0], anyio.get_cancelled_exc_class())
     await eventually(lambda: not scan_children(agent_dir), what="the scan to be killed")
+
+
+async def test_devices_and_fifos_are_never_moved_or_written(agent: AgentChannel, work_dir: Path) -> None:
+    """Moving /dev/zero across file systems copied its content for ever (12 GB seen)."""
+    os.mkfifo(work_dir / "pipe")
+    for source in ("/dev/zero", str(work_dir / "pipe")):
+        refused = await agent_error(agent, "fs_move", {"source": source, "destination": str(work_dir / "copy")})
+        assert refused.type == "bad_request" and "not a regular file" in refused.message
+    refused = await agent_error(agent, "write_file", {"path": str(work_dir / "pipe"), "data_b64": "eA=="})
+    assert refused.type == "bad_request" and "not a regular file" in refused.message
+    assert not (work_dir / "copy").exists() and (work_dir / "pipe").is_fifo()

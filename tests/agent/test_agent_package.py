@@ -54,3 +54,21 @@ def test_every_module_and_driver_is_in_the_bundle() -> None:
     assert {f"{name}.py" for name in MODULES} <= shipped
     assert {"drivers/python_driver.py", "drivers/bash_driver.py", "drivers/node_driver.js"} <= shipped
     assert not any(Path(name).suffix in (".pyc", ".toml") for name in shipped)
+
+
+def test_the_installed_bundle_is_root_owned_read_only_and_runs_by_absolute_path(tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import tarfile
+
+    from corral.agent.bundle import AGENT_VERSION, install_tar, installed_argv
+
+    with tarfile.open(fileobj=io.BytesIO(install_tar())) as archive:
+        members = archive.getmembers()
+        assert all((m.uid, m.gid) == (0, 0) and not m.mode & 0o022 for m in members)
+        assert {m.name for m in members} >= {f"agent/v-{AGENT_VERSION}/corral_agent/VERSION"}
+        archive.extractall(tmp_path, filter="data")
+    argv = installed_argv("version", python=sys.executable, root=str(tmp_path / "agent"))
+    assert argv[0] == sys.executable and argv[1] == "-I"  # no PATH lookup, no user site or cwd imports
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.stdout.strip() == AGENT_VERSION, done.stderr

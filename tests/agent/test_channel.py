@@ -187,6 +187,22 @@ async def test_end_of_stream_is_channel_closed(pair: tuple[AgentChannel, FakeAge
         await channel.request("hello")
 
 
+async def test_a_container_engine_message_is_not_read_as_a_frame(pair: tuple[AgentChannel, FakeAgent]) -> None:
+    """Docker writes its own errors into the exec's stdout ("OCI runtime exec failed: ..."); read
+    as a frame header, "OCI " is a 1.3 GB frame. It is the engine saying the agent is gone."""
+    channel, fake = pair
+    async with anyio.create_task_group() as tg:
+
+        async def pending_request() -> None:
+            with pytest.raises(ChannelClosed, match=r"container engine ended .*OCI runtime exec failed: no such"):
+                await channel.request("hello")
+
+        tg.start_soon(pending_request)
+        await fake.receive()
+        await fake.send_raw(b"OCI runtime exec failed: no such file or directory: unknown\r\n")
+    assert isinstance(channel.failure, ChannelClosed)
+
+
 async def test_timeout_raises_and_cancels_on_the_agent(pair: tuple[AgentChannel, FakeAgent]) -> None:
     channel, fake = pair
     async with anyio.create_task_group() as tg:

@@ -14,7 +14,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from corral.config import Settings
+from corral.config import NetworkSettings, Settings
 from corral.server import build_server
 from tests.integration.cleanup import reap_containers
 from tests.integration.git_server import git_server
@@ -40,7 +40,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def settings(corral_home: Path) -> Settings:
     # The test git server listens on the gateway of a Docker network the test creates, inside
     # Docker's private pool; production refuses private destinations unless allowed like this.
-    return Settings(home=corral_home, git_allow_private=("172.16.0.0/12", "192.168.0.0/16"))
+    return Settings(home=corral_home, network=NetworkSettings(allow_private=("172.16.0.0/12", "192.168.0.0/16")))
 
 
 @pytest.fixture(scope="session")

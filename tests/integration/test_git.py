@@ -276,8 +276,9 @@ async def test_credentials_never_leak(
         remotes = await sh(client, sandbox, f"cd {path} && git remote -v && git config --list --show-origin")
         assert "pw-" not in remotes and f"{USER}:" not in remotes
         assert (await sh(client, sandbox, f"cd {path} && git remote get-url origin")).strip() == url
-    grep = await call(client, "run_command", sandbox=sandbox,
-                      command=f"grep -rlaF -e {password} -e {basic} -e {wrong} /workspace /tmp 2>/dev/null")
+    # The secrets reach grep through the environment: the audit records commands, never env values.
+    grep = await call(client, "run_command", sandbox=sandbox, env={"P1": password, "P2": basic, "P3": wrong},
+                      command='grep -rlaF -e "$P1" -e "$P2" -e "$P3" /workspace /tmp 2>/dev/null')
     assert grep["stdout"] == "", grep
     # 3. SQLite (the database and its write-ahead log) and the audit records in it
     for db_file in settings.home.glob("corral.db*"):
@@ -301,7 +302,7 @@ async def test_private_destinations_are_refused_unless_allowed(settings: Setting
         async with Client(build_server(strict)) as strict_client:
             box = (await call(strict_client, "create_sandbox"))["id"]
             message = await fails(strict_client, "git_clone", sandbox=box, url="http://127.0.0.1:9/repo.git")
-            assert "refusing to reach 127.0.0.1" in message and "CORRAL_GIT_ALLOW_PRIVATE" in message
+            assert "refusing to reach 127.0.0.1" in message and "CORRAL_EGRESS_ALLOW_PRIVATE" in message
             await call(strict_client, "delete_sandbox", sandbox=box)
     finally:
         reap_containers(tmp_path)

@@ -157,7 +157,7 @@ async def test_the_warm_pool_hands_over_a_started_sandbox_and_refills(home: Path
 
         async def ready() -> bool:
             async with open_services(Settings(home=home), serve=False, read_only=True) as view:
-                return any(m.ready for m in await view.sandboxes._reconciler._pool.list())  # type: ignore[union-attr]
+                return any(m.ready for m in await view.reconciler._pool.list())  # type: ignore[union-attr]
 
         await eventually(ready, "the pool filling")
         waiting = members()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 from mcp import Client
 
-from corral.config import Settings
+from corral.config import NetworkSettings, Settings
 from corral.server import build_server
 from tests.helpers import call_error, call_ok
 from tests.integration.cleanup import reap_containers
@@ -37,7 +37,7 @@ async def test_redirect_to_a_private_address_is_not_followed(
     allowed = str(urlsplit(git_server.base).hostname)
     target = recorders.start(second_gateway)
     redirector = recorders.start(allowed, redirect_to=target.base)
-    settings = Settings(home=tmp_path, git_allow_private=(allowed,))
+    settings = Settings(home=tmp_path, network=NetworkSettings(allow_private=(allowed,)))
     try:
         async with Client(build_server(settings), raise_exceptions=False) as own:
             box = (await call(own, "create_sandbox"))["id"]
@@ -49,7 +49,7 @@ async def test_redirect_to_a_private_address_is_not_followed(
             # A direct clone of the disallowed address is refused as before.
             with anyio.fail_after(WAIT):
                 refused = await call_error(own, "git_clone", sandbox=box, url=f"{target.base}/public.git")
-            assert "CORRAL_GIT_ALLOW_PRIVATE" in refused and target.requests == []
+            assert "CORRAL_EGRESS_ALLOW_PRIVATE" in refused and target.requests == []
             # The server answers the next call normally.
             cloned = await call(own, "git_clone", sandbox=box, url=git_server.url("public.git"), path="ok")
             assert cloned["commits"] > 0

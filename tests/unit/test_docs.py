@@ -26,10 +26,28 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("args", [["serve", "--help"], ["image", "--help"], ["gc", "--help"], ["doctor", "--help"]])
-def test_documented_commands_exist(args: list[str]) -> None:
-    proc = subprocess.run(corral_cmd(*args), capture_output=True, text=True, timeout=60)
+def documented_commands() -> set[str]:
+    block = README.split("## Commands", 1)[1].split("```", 2)[1]
+    names: set[str] = set()
+    for line in block.splitlines():
+        if line.startswith("corral "):
+            names.update(line.split()[1].split("|"))
+    return names
+
+
+def test_the_readme_lists_exactly_the_commands_there_are() -> None:
+    from corral.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    assert documented_commands() == set(sub.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", sorted(documented_commands()))
+def test_every_command_has_help_and_all_but_serve_offer_json(command: str) -> None:
+    proc = subprocess.run(corral_cmd(command, "--help"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    if command not in ("serve", "token"):
+        assert "--json" in proc.stdout, command
 
 
 @pytest.mark.parametrize("name", ["claude_desktop_config.json", "mcp.stdio.json", "mcp.http.json"])
@@ -37,6 +55,16 @@ def test_example_configs_are_valid(name: str) -> None:
     config = json.loads((REPO / "examples" / name).read_text())
     server = config["mcpServers"]["corral"]
     assert server.get("command", "").endswith("corral") or server.get("url", "").endswith("/mcp")
+
+
+def test_stdio_examples_name_their_data_dir() -> None:
+    """Stdio clients pass the server only HOME, PATH and a few more: a data dir that depends on
+    anything else (XDG_DATA_HOME) would differ between the client's server and the user's shell."""
+    for path in (REPO / "examples").glob("*.json"):
+        server = json.loads(path.read_text())["mcpServers"]["corral"]
+        if "command" in server:
+            assert "CORRAL_HOME" in server.get("env", {}) or "--home" in server.get("args", []), path.name
+    assert "claude mcp add corral -e CORRAL_HOME=" in README
 
 
 def readme_table(title: str) -> list[list[str]]:

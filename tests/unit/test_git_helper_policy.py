@@ -11,15 +11,18 @@ import pytest
 from corral.config import Settings
 from corral.errors import InvalidRequest
 from corral.sandbox_backend.archive import tar_file
-from corral.sandbox_backend.engine import ContainerSpec
+from corral.sandbox_backend.engine import ContainerSpec, ExecOutput
 from corral.sandbox_backend.fake import FakeEngine
+from corral.sandbox_backend.firewall import FakeFirewall
 from corral.sandbox_backend.store import Store
 from corral.service.containers import Containers
 from corral.service.git.deps import GitDeps
-from corral.service.git.helper import Helper, _pin, check_destination
+from corral.service.git.helper import Helper
 from corral.service.git.refs import origin_of, parse_host, parse_url
 from corral.service.git.secrets import Auth
 from corral.service.git.trust import check_credentials_target, remember_clone
+from corral.service.network import HelperRoute, NetworkService
+from corral.service.network.identity import Identity
 
 
 def config_of(argv: list[str]) -> dict[str, str]:
@@ -27,18 +30,31 @@ def config_of(argv: list[str]) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
-async def make_helper(tmp_path: Path, resolve: str | None) -> tuple[Helper, FakeEngine, Store]:
+ROUTE = HelperRoute(
+    "corral-net-x", "http://git.abc:pw-123@198.18.1.1:3128", Identity("sb-1", ("git.example.test", 443), "n1"), "pw-123"
+)
+
+
+async def make_helper(tmp_path: Path, route: HelperRoute | None) -> tuple[Helper, FakeEngine, Store]:
     engine = FakeEngine()
     settings = Settings(home=tmp_path)
     store = await Store.open(settings.db_path)
     spec = ContainerSpec("h", "corral/sandbox:3", "runc", {}, 1 << 30, 10**9, 64, "1000:1000", "/tmp")
     container = await engine.create_container(spec)
-    deps = GitDeps(None, engine, Containers(settings), settings, store.git_remotes)  # type: ignore[arg-type]
-    return Helper(deps, container, resolve), engine, store
+    containers = Containers(settings)
+
+    async def no_ids() -> set[str]:
+        return set()
+
+    network = NetworkService(
+        settings, engine, containers, store.egress, sandbox_ids=no_ids, firewall=FakeFirewall(), serve=False
+    )
+    deps = GitDeps(None, engine, containers, settings, store.git_remotes, network)  # type: ignore[arg-type]
+    return Helper(deps, container, route), engine, store
 
 
 async def test_helper_git_runs_by_path_without_hooks_redirects_or_foreign_protocols(tmp_path: Path) -> None:
-    helper, engine, store = await make_helper(tmp_path, "git.example.test:443:93.184.216.34")
+    helper, engine, store = await make_helper(tmp_path, ROUTE)
     try:
         await helper.git("push", "--", "https://git.example.test/r.git", "x", auth=Auth("u", "p"), network=True)
         await helper.git("--git-dir=repo.git", "fetch", "in/sandbox.bundle", "+refs/heads/*:refs/heads/*")
@@ -49,24 +65,32 @@ async def test_helper_git_runs_by_path_without_hooks_redirects_or_foreign_protoc
         assert argv[0] == "/usr/bin/git"
         config = config_of(argv)
         assert config["core.hooksPath"] == "/dev/null" and config["http.followRedirects"] == "false"
-        assert config["credential.helper"] == "" and config["http.proxy"] == "" and config["protocol.allow"] == "never"
+        assert config["credential.helper"] == "" and config["protocol.allow"] == "never"
     net, local = config_of(net_argv), config_of(local_argv)
     assert net["protocol.https.allow"] == net["protocol.http.allow"] == "always" and "protocol.file.allow" not in net
-    assert net["http.curloptResolve"] == "git.example.test:443:93.184.216.34"
+    # The network steps leave only through the egress proxy, with the helper's own credential.
+    assert net["http.proxy"] == ROUTE.proxy_url and net["http.proxyAuthMethod"] == "basic"
     assert net_env["GIT_ALLOW_PROTOCOL"] == "http:https" and net_env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
     assert local["protocol.file.allow"] == "always" and "protocol.https.allow" not in local
-    assert "http.curloptResolve" not in local and local_env == {"GIT_ALLOW_PROTOCOL": "file"}
+    assert local["http.proxy"] == "" and local_env == {"GIT_ALLOW_PROTOCOL": "file"}
 
 
-async def test_destination_is_pinned_to_the_checked_addresses() -> None:
-    assert _pin("https://git.example.test/r.git", ["93.184.216.34", "2606:2800::1"]) == (
-        "git.example.test:443:93.184.216.34,[2606:2800::1]"
-    )
-    assert _pin("http://host.test:8080/r", ["10.1.2.3"]) == "host.test:8080:10.1.2.3"
-    assert _pin("http://127.0.0.1:8080/r", ["127.0.0.1"]) is None
-    assert await check_destination("http://127.0.0.1:9/r", ["127.0.0.1"]) == ["127.0.0.1"]
-    with pytest.raises(InvalidRequest, match="CORRAL_GIT_ALLOW_PRIVATE"):
-        await check_destination("http://localhost:9/r", [])
+async def test_a_destination_the_proxy_refused_is_named_in_the_error(tmp_path: Path) -> None:
+    helper, engine, store = await make_helper(tmp_path, ROUTE)
+
+    async def failing(*args: object, **kwargs: object) -> ExecOutput:
+        return ExecOutput(128, b"", b"fatal: unable to access: CONNECT tunnel failed, response 403 (pw-123)")
+
+    engine.exec_collect = failing  # type: ignore[method-assign]
+    try:
+        out = await helper.git("ls-remote", "https://git.example.test/r.git", network=True)
+        assert b"pw-123" not in out.stderr and b"***" in out.stderr  # the proxy credential is masked
+        reason = "git.example.test:443: 10.0.0.5 is a private address; only the operator can open it"
+        helper.deps.network.gate.denials[ROUTE.identity.key] = reason
+        with pytest.raises(InvalidRequest, match=r"refusing to reach git\.example\.test:443: 10\.0\.0\.5 is a private"):
+            await helper.git("ls-remote", "https://git.example.test/r.git", network=True)
+    finally:
+        await store.close()
 
 
 def test_urls_never_crash_the_parser() -> None:

@@ -61,26 +61,30 @@ async def test_create_starts_a_labelled_container_and_records_it(services: Servi
     assert container.spec.labels[LABEL_SANDBOX] == rec.id
     assert container.spec.labels[LABEL_OWNER] == home_label(services.settings)
     assert container.spec.network is None and container.spec.user == "1000:1000"
-    assert container.files == {}  # Corral's image has a writable /workspace: nothing to copy in first
+    # Nothing but its own volume (the disk limit), memory and the agent's root-owned code is
+    # writable, and PID 1 reaps orphans.
+    spec = container.spec
+    assert spec.read_only_root and spec.init
+    agent_volume = services.sandboxes._containers.agent_volume(rec.id)
+    assert {m.target: m.volume for m in spec.volumes} == {"/workspace": rec.volume, "/opt/corral": agent_volume}
+    assert engine.volumes[agent_volume].size_bytes is None  # root-owned: only the host writes there
+    assert rec.volume is not None and engine.volumes[rec.volume].size_bytes == 10 * 1024**3 == rec.disk_bytes
+    assert {t.target for t in spec.tmpfs} == {"/tmp", "/var/tmp"}
+    assert sum(t.size_bytes for t in spec.tmpfs) + (spec.shm_bytes or 0) < spec.memory_bytes // 2
+    assert "/opt/corral" in container.files  # the agent, installed before start
     stored = await services.sandboxes.get("box")
     assert (stored.id, stored.status, stored.labels) == (rec.id, "running", {"team": "a"})
 
 
-async def test_another_image_gets_a_writable_workspace_before_start(services: Services, engine: FakeEngine) -> None:
-    engine.images.add("python:3.12-slim")  # present on the engine: allowed
-    rec = await services.sandboxes.create(image="python:3.12-slim")
-    assert "/" in engine.containers[container_of(engine, rec)].files
-
-
-@pytest.mark.parametrize("failing", ["create_container", "put_archive", "start", "open_exec_stream"])
+@pytest.mark.parametrize("failing", ["create_volume", "create_container", "put_archive", "start", "open_exec_stream"])
 async def test_a_create_that_fails_half_way_leaves_nothing_behind(
     services: Services, engine: FakeEngine, failing: str
 ) -> None:
     engine.images.add("python:3.12-slim")  # present, and an image that needs a /workspace copied in (put_archive)
     engine.fail_next(failing, BackendError(f"{failing}: Docker refused: boom"))
     with pytest.raises(BackendError, match="boom"):
-        await services.sandboxes.create(name="half", image="python:3.12-slim")
-    assert engine.containers == {}
+        await services.sandboxes.create(name="half")
+    assert engine.containers == {} and engine.volumes == {}
     assert await services.sandboxes.list_all() == []
     # The name is free again.
     assert (await services.sandboxes.create(name="half", image="python:3.12-slim")).name == "half"
@@ -139,7 +143,8 @@ async def test_reconcile_marks_lost_and_stopped_drops_dead_creates_and_finds_orp
         orphan = await services.sandboxes.create(name="orphan")
     store = await Store.open(settings.db_path)
     try:
-        dead = kept.with_(id="sb-0000dead", name="dead", container_id=None, status="creating")
+        # A create that crashed half-way (its creator is gone): rolled back at the next start.
+        dead = kept.with_(id="sb-0000dead", name="dead", container_id=None, status="creating", volume="v-dead")
         await store.sandboxes.insert(dead)
         await store.sandboxes.delete(orphan.id)
     finally:
@@ -150,10 +155,17 @@ async def test_reconcile_marks_lost_and_stopped_drops_dead_creates_and_finds_orp
     async with open_services(settings, engine=engine) as services:
         listed = {r.name: r.status for r in await services.sandboxes.list_all()}
         assert listed == {"kept": "running", "stopped": "stopped", "lost": "lost"}
-        report = await services.sandboxes.reconcile(dry_run=True)
-        assert report["orphans"] == [f"corral-{orphan.id}"]
-        assert await services.sandboxes.gc() == [f"corral-{orphan.id}"]
+        plan = await services.reconciler.plan()
+        agent_volume = services.sandboxes._containers.agent_volume(orphan.id)
+        assert {(o.kind, o.id) for o in plan.orphans} == {
+            ("sandbox-container", orphan.container_id),
+            ("volume", orphan.volume),
+            ("volume", agent_volume),
+        }
+        await services.reconciler.apply(plan, remove_orphans=True)
         assert orphan.container_id not in engine.containers
+        assert orphan.volume not in engine.volumes and agent_volume not in engine.volumes
+        assert kept.volume in engine.volumes
         with pytest.raises(SandboxLost, match="delete_sandbox it and create a new one"):
             await services.sandboxes.use("lost")
         # A stopped sandbox starts again on its next use.
@@ -166,7 +178,7 @@ async def test_a_dry_run_reconcile_changes_nothing(settings: Settings, engine: F
         rec = await services.sandboxes.create()
     engine.containers.pop(container_of(engine, rec))
     async with open_services(settings, engine=engine, serve=False, read_only=True) as services:
-        assert (await services.sandboxes.reconcile(dry_run=True))["lost"] == [rec.id]
+        assert (await services.reconciler.plan()).lost == [rec.id]
         assert (await services.sandboxes.list_all())[0].status == "running"
 
 

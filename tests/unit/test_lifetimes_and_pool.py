@@ -180,7 +180,7 @@ def members(engine: FakeEngine) -> list[str]:
 
 async def pool_ready(services: Services, size: int) -> None:
     async def count() -> int:
-        return len([m for m in await services.sandboxes._reconciler._pool.list() if m.ready])  # type: ignore[union-attr]
+        return len([m for m in await services.reconciler._pool.list() if m.ready])  # type: ignore[union-attr]
 
     with anyio.fail_after(DEADLINE):
         while await count() < size:  # noqa: ASYNC110
@@ -202,7 +202,7 @@ async def test_the_pool_hands_over_at_once_and_refills(tmp_path: Path, engine: F
         assert cold.container_id not in members(engine)
         # Pool members are not sandboxes: not listed, not counted, not orphans.
         assert {r.id for r in await services.sandboxes.list_all()} == {rec.id, cold.id}
-        assert (await services.sandboxes.reconcile(dry_run=True))["orphans"] == []
+        assert (await services.reconciler.plan()).orphans == []
     # Stopping the server removes what waited in its pool, not what it handed out.
     assert {c.id for c in engine.containers.values()} == {rec.container_id, cold.container_id}
 
@@ -237,7 +237,10 @@ async def test_gc_removes_pool_members_nothing_records(tmp_path: Path, engine: F
             await store.close()
         services.sandboxes.pool._stopped = True  # this test's server must not refill or drain it
     async with open_services(settings_for(tmp_path), engine=engine, serve=False) as services:
-        assert len(await services.sandboxes.gc()) == len(leftover) == 1
+        plan = await services.reconciler.plan()
+        await services.reconciler.apply(plan, remove_orphans=True)
+        gone = [o for o in plan.orphans if o.kind == "sandbox-container"]
+        assert len(gone) == len(leftover) == 1
     assert members(engine) == []
 
 
@@ -268,5 +271,5 @@ async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(tmp_pa
     async with open_services(settings_for(tmp_path, pool_size=1), engine=engine) as services:
         await until(lambda: dead.container_id not in engine.containers, "the dead server's member going")
         await until(lambda: len(members(engine)) == 1, "a member of this server's own")
-        pool_rows = await services.sandboxes._reconciler._pool.list()  # type: ignore[union-attr]
+        pool_rows = await services.reconciler._pool.list()  # type: ignore[union-attr]
         assert dead.sandbox_id not in {m.sandbox_id for m in pool_rows}

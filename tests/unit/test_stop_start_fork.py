@@ -226,7 +226,7 @@ async def test_snapshots_make_sandboxes_are_recorded_limited_and_collected(tmp_p
         assert "already exists" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v1")
         assert "at most 1 snapshots" in await call_error(client, "snapshot_sandbox", sandbox="origin", name="v2")
         child = await call_ok(client, "create_sandbox", from_snapshot="v1")
-        assert child["image"].endswith(":v1") and DEFAULT_IMAGE in engine.images  # the base is untouched
+        assert child["image"].endswith("-v1") and DEFAULT_IMAGE in engine.images  # the base is untouched
         refused = await call_error(client, "delete_snapshot", name="v1")
         assert f"in use by sandbox(es) {child['id']}" in refused
         assert "no snapshot named 'v9'" in await call_error(client, "create_sandbox", from_snapshot="v9")
@@ -238,9 +238,9 @@ async def test_snapshots_make_sandboxes_are_recorded_limited_and_collected(tmp_p
         await call_ok(client, "snapshot_sandbox", sandbox="origin", name="v3")
     store = await Store.open(settings.db_path)
     try:
-        await store.snapshots.delete("v3")
+        await store.snapshots.delete("v3", "local")
     finally:
         await store.close()
     async with open_services(settings, engine=engine, serve=False) as services:
         [tag] = await services.snapshots.gc()
-    assert tag.endswith(":v3") and tag not in engine.images
+    assert tag.endswith("-v3") and tag not in engine.images

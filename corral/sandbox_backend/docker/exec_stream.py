@@ -32,6 +32,7 @@ class _Demux(asyncio.Protocol):
         self.ended = False
         self.error: BaseException | None = None
         self.paused_reading = False
+        self.garbage: str | None = None  # what came instead of Docker's framing, if anything
         self.wanted = 1  # stdout bytes the waiting reader needs before it is worth waking
         self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
@@ -46,6 +47,13 @@ class _Demux(asyncio.Protocol):
         raw += data
         start = 0
         while len(raw) - start >= 8:
+            if raw[start] not in (0, 1, 2) or raw[start + 1 : start + 4] != b"\0\0\0":
+                # Not Docker's framing at all: end the stream with what it says.
+                self.garbage = bytes(raw[start : start + 200]).decode(errors="replace").strip()
+                raw.clear()
+                self.ended = True
+                self._wake()
+                return
             kind, size = _FRAME_HEADER.unpack_from(raw, start)
             end = start + 8 + size
             if len(raw) < end:
@@ -96,8 +104,13 @@ class _Demux(asyncio.Protocol):
 
 
 class DockerExecStream(ExecStream):
-    """stdin/stdout of a `docker exec` as a byte stream: stdout frames demultiplexed from Docker's
-    8-byte headers, stderr frames passed to the log (the agent only writes diagnostics there)."""
+    """stdin/stdout of a `docker exec` as a byte stream: stdout frames demultiplexed from
+    Docker's 8-byte headers, stderr frames passed to the log (the agent only writes diagnostics there).
+
+    Docker also writes its own errors into the stream (e.g. "OCI runtime exec failed: ...", or
+    "waiting on pid ..." when the container dies), as stdout frames; the agent channel tells them
+    from agent frames. Bytes that are not Docker's framing at all end the stream with what they say.
+    """
 
     def __init__(self, transport: asyncio.Transport, protocol: _Demux, exec_id: str) -> None:
         self._transport = transport
@@ -118,7 +131,7 @@ class DockerExecStream(ExecStream):
             if self._closed:
                 raise anyio.ClosedResourceError
             if proto.ended:
-                raise anyio.EndOfStream
+                raise _ended(proto)
             await proto.wait_readable()
         data = bytes(proto.stdout[:max_bytes])
         del proto.stdout[:max_bytes]
@@ -135,7 +148,7 @@ class DockerExecStream(ExecStream):
             if self._closed:
                 raise anyio.ClosedResourceError
             if proto.ended:
-                raise anyio.EndOfStream
+                raise _ended(proto)
             if proto.paused_reading and not self._transport.is_closing():
                 proto.paused_reading = False  # the frame is bigger than the high-water mark
                 self._transport.resume_reading()
@@ -167,3 +180,9 @@ class DockerExecStream(ExecStream):
         self._transport.close()
         self._protocol._wake()
         await anyio.lowlevel.checkpoint()
+
+
+def _ended(proto: _Demux) -> Exception:
+    if proto.garbage is not None:
+        return anyio.BrokenResourceError(f"Docker sent something that is not an exec stream: {proto.garbage!r}")
+    return anyio.EndOfStream()

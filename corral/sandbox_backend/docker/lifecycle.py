@@ -25,14 +25,13 @@ import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
 
 from corral.errors import CheckpointUnavailable
 from corral.sandbox_backend.docker.errors import explain
-from corral.sandbox_backend.engine import ContainerStats, ImageInfo
+from corral.sandbox_backend.engine import ImageInfo
 
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -174,38 +173,6 @@ def remove_image(api: docker.APIClient, name: str) -> None:
         pass
     except docker.errors.NotFound:
         pass
-
-
-def stats(api: docker.APIClient, container_id: str) -> ContainerStats:
-    # stream=False waits for a second sample (about 1 s), so CPU % is a real rate.
-    raw: dict[str, Any] = api.stats(container_id, stream=False)
-    memory = raw.get("memory_stats") or {}
-    usage = int(memory.get("usage") or 0)
-    inactive = int((memory.get("stats") or {}).get("total_inactive_file") or 0)
-    networks = raw.get("networks")
-    rx = tx = None
-    if isinstance(networks, dict) and networks:
-        rx = sum(int(n.get("rx_bytes") or 0) for n in networks.values() if isinstance(n, dict))
-        tx = sum(int(n.get("tx_bytes") or 0) for n in networks.values() if isinstance(n, dict))
-    return ContainerStats(
-        cpu_percent=_cpu_percent(raw),
-        memory_bytes=max(0, usage - inactive),
-        memory_limit=int(memory.get("limit") or 0),
-        pids=int((raw.get("pids_stats") or {}).get("current") or 0),
-        net_rx_bytes=rx,
-        net_tx_bytes=tx,
-    )
-
-
-def _cpu_percent(raw: dict[str, Any]) -> float | None:
-    now, before = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    used = (now.get("cpu_usage") or {}).get("total_usage")
-    used_before = (before.get("cpu_usage") or {}).get("total_usage")
-    system, system_before = now.get("system_cpu_usage"), before.get("system_cpu_usage")
-    if not (used and used_before and system and system_before) or system <= system_before:
-        return None
-    cpus = int(now.get("online_cpus") or len((now.get("cpu_usage") or {}).get("percpu_usage") or []) or 1)
-    return round((used - used_before) / (system - system_before) * cpus * 100, 1)
 
 
 def parse_time(value: object) -> float | None:

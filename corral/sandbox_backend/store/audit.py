@@ -6,6 +6,9 @@ from typing import Any
 
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.records import AuditEntry
+from corral.sandbox_backend.store.rows import RowCodec
+
+_ROWS = RowCodec(AuditEntry)
 
 
 class AuditTable:
@@ -14,15 +17,30 @@ class AuditTable:
 
     async def record(self, entry: AuditEntry) -> None:
         await self._db.execute(
-            "INSERT INTO audit (ts, tool, sandbox, outcome, detail, duration_ms) VALUES (?,?,?,?,?,?)",
-            (entry.ts, entry.tool, entry.sandbox, entry.outcome, entry.detail, entry.duration_ms),
+            f"INSERT INTO audit ({_ROWS.columns}) VALUES ({_ROWS.placeholders})", _ROWS.values(entry)
         )
 
-    async def entries(self, *, sandbox: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        query = "SELECT ts, tool, sandbox, outcome, detail, duration_ms FROM audit"
+    async def entries(
+        self,
+        *,
+        tenant: str | None = None,
+        sandbox: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Newest first."""
+        where: list[str] = []
         params: list[Any] = []
-        if sandbox is not None:
-            query += " WHERE sandbox = ?"
-            params.append(sandbox)
+        for clause, value in (("tenant = ?", tenant), ("sandbox = ?", sandbox), ("ts >= ?", since)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        query = f"SELECT {_ROWS.columns} FROM audit"
+        if where:
+            query += " WHERE " + " AND ".join(where)
         rows = await self._db.fetchall(query + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [AuditEntry(*row) for row in rows]
+        return [_ROWS.decode(row) for row in rows]
+
+    async def prune(self, before: float) -> int:
+        """Forget the records older than `before`; returns how many went."""
+        return await self._db.execute("DELETE FROM audit WHERE ts < ?", (before,))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from corral.sandbox_backend.store.db import Database
 from corral.sandbox_backend.store.records import PoolRecord, SandboxRecord
 from corral.sandbox_backend.store.rows import RowCodec
-from corral.sandbox_backend.store.sandboxes import SANDBOX_ROWS
+from corral.sandbox_backend.store.sandboxes import SANDBOX_ROWS, UsageCheck, usage_in
 
 _ROWS = RowCodec(PoolRecord)
 
@@ -28,12 +28,17 @@ class PoolTable:
         await self._db.execute("UPDATE pool SET container_id = ? WHERE sandbox_id = ?", (container_id, sandbox_id))
 
     async def hand_over(
-        self, spec: str, instance_id: str, build: Callable[[PoolRecord], SandboxRecord]
+        self,
+        spec: str,
+        instance_id: str,
+        build: Callable[[PoolRecord], SandboxRecord],
+        check: UsageCheck | None = None,
     ) -> SandboxRecord | None:
         """Take one ready member of `spec` made by `instance_id` out of the pool and record it as
         the sandbox `build(member)`, in one transaction: the row is deleted by the statement that
         finds it (two callers never get the same member), and at no moment is the container
-        recorded nowhere. A taken name (StoreConflict) leaves the member in the pool."""
+        recorded nowhere. A taken name (StoreConflict) or a quota `check` that refuses leaves the
+        member in the pool."""
         async with self._db.transaction() as conn:
             async with conn.execute(
                 f"DELETE FROM pool WHERE sandbox_id = (SELECT sandbox_id FROM pool WHERE spec = ? AND "
@@ -44,6 +49,8 @@ class PoolTable:
             if row is None:
                 return None
             rec = build(_ROWS.decode(row))
+            if check is not None:
+                check(await usage_in(conn, None), await usage_in(conn, rec.tenant))
             await conn.execute(
                 f"INSERT INTO sandboxes ({SANDBOX_ROWS.columns}) VALUES ({SANDBOX_ROWS.placeholders})",
                 SANDBOX_ROWS.values(rec),

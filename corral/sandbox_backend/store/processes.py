@@ -56,13 +56,24 @@ class PortTable:
 
     async def upsert(self, rec: PortRecord) -> None:
         await self._db.execute(
-            "INSERT INTO ports (sandbox_id, port, host, host_port, created_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (sandbox_id, port) DO UPDATE SET host = excluded.host, host_port = excluded.host_port",
-            (rec.sandbox_id, rec.port, rec.host, rec.host_port, rec.created_at),
+            "INSERT INTO ports (sandbox_id, port, host, host_port, created_at, instance_id) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (sandbox_id, port) DO UPDATE SET host = excluded.host, host_port = excluded.host_port, "
+            "instance_id = excluded.instance_id",
+            (rec.sandbox_id, rec.port, rec.host, rec.host_port, rec.created_at, rec.instance_id),
         )
 
+    async def take_over(self, rec: PortRecord, previous_owner: str | None) -> bool:
+        """Record `rec` (a listener of ours) in place of the one `previous_owner` had; False if
+        another server was quicker (or the port was closed meanwhile)."""
+        changed = await self._db.execute(
+            "UPDATE ports SET host = ?, host_port = ?, instance_id = ? WHERE sandbox_id = ? AND port = ? "
+            "AND instance_id IS ?",
+            (rec.host, rec.host_port, rec.instance_id, rec.sandbox_id, rec.port, previous_owner),
+        )
+        return changed == 1
+
     async def list(self, sandbox_id: str | None = None) -> list[PortRecord]:
-        query = "SELECT sandbox_id, port, host, host_port, created_at FROM ports"
+        query = "SELECT sandbox_id, port, host, host_port, created_at, instance_id FROM ports"
         params: tuple[Any, ...] = ()
         if sandbox_id is not None:
             query += " WHERE sandbox_id = ?"

@@ -2,6 +2,11 @@
 
 Host paths are resolved on the host (symlinks included) and must stay under a directory the
 operator allowed (`Settings.host_dirs`); everything the sandbox says about its files is untrusted.
+
+Nothing half-copied ever sits at the final path: an upload writes each file to a hidden temporary
+sibling and renames it into place when it is complete, and a new directory is assembled under a
+hidden name and renamed into place as a whole, so an upload cut short (a crash, a restart) can
+simply be run again. A download does the same on the host.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import posixpath
 import secrets
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
-from corral.errors import AgentFailure, InvalidRequest, PayloadTooLarge
+from corral.errors import AgentFailure, CorralError, InvalidRequest, PayloadTooLarge
+from corral.service import tenancy
 from corral.service.files.deps import FileDeps
 from corral.service.files.models import Transfer
-from corral.service.files.paths import AGENT_DIR, sandbox_path
+from corral.service.files.paths import check_not_agent_state, sandbox_path
 from corral.service.files.tree import make_dir
 
 CHUNK = 4 * 1024 * 1024  # per agent request (a binary frame), well under the 16 MiB frame limit
@@ -25,6 +32,12 @@ MAX_TRANSFER_FILES = 5000
 
 
 def _allowed_dirs(deps: FileDeps) -> list[Path]:
+    who = tenancy.caller()
+    if not who.may_use_host_dirs:
+        raise InvalidRequest(
+            f"upload and download are off for tenant {who.label!r}: the server's host directories are shared by "
+            "every tenant. Use write_file/read_file."
+        )
     dirs = [Path(d).expanduser().resolve() for d in deps.host_dirs]
     if not dirs:
         raise InvalidRequest(
@@ -80,8 +93,7 @@ async def upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: b
 async def _upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: bool) -> Transfer:
     src = host_path(deps, host)
     dst = sandbox_path(path)
-    if dst == AGENT_DIR or dst.startswith(AGENT_DIR + "/"):
-        raise InvalidRequest(f"refusing to write into {AGENT_DIR}: it holds Corral's agent state")
+    check_not_agent_state(dst, "write into")
     files, empty_dirs, skipped = await anyio.to_thread.run_sync(_plan_upload, src, dst, host)
     if not overwrite:
         existing = await deps.sandboxes.request(ref, "stat", {"path": dst}, timeout=30)
@@ -90,11 +102,25 @@ async def _upload(deps: FileDeps, ref: str, host: str, path: str, *, overwrite: 
                 f"{dst} already exists in the sandbox; pass overwrite=true to replace it (a directory is "
                 "merged: files of the same name are replaced)"
             )
+    # A new directory is built under a hidden name next to its destination, then renamed into place.
+    staging = _temp_sibling(dst) if src.is_dir() and not overwrite else None
     copied = 0
-    for host_file, target, _size, mode in files:
-        copied += await _upload_file(deps, ref, host_file, target, mode)
-    for directory in empty_dirs[:MAX_TRANSFER_FILES]:
-        await make_dir(deps, ref, directory)
+    try:
+        for host_file, target, _size, mode in files:
+            if staging is not None:
+                target = staging + target[len(dst) :]
+            copied += await _upload_file(deps, ref, host_file, target, mode, overwrite=overwrite)
+        for directory in empty_dirs[:MAX_TRANSFER_FILES]:
+            await make_dir(deps, ref, staging + directory[len(dst) :] if staging else directory)
+        if staging is not None:
+            if not files and not empty_dirs:
+                await make_dir(deps, ref, staging)
+            await _rename(deps, ref, staging, dst, overwrite=False)
+    except BaseException:
+        if staging is not None:
+            with anyio.CancelScope(shield=True):
+                await _forget(deps, ref, staging)
+        raise
     return Transfer(
         direction="upload",
         host_path=shown(src),
@@ -141,27 +167,48 @@ def _plan_upload(
     return files, empty_dirs, skipped
 
 
-async def _upload_file(deps: FileDeps, ref: str, source: Path, target: str, mode: int) -> int:
+def _temp_sibling(path: str) -> str:
+    parent, name = posixpath.split(path)
+    return posixpath.join(parent, f".{name[:100]}.corral-upload-{secrets.token_hex(4)}")
+
+
+async def _rename(deps: FileDeps, ref: str, source: str, destination: str, *, overwrite: bool) -> None:
+    params = {"source": source, "destination": destination, "overwrite": overwrite}
+    await deps.sandboxes.request(ref, "fs_move", params, timeout=120)
+
+
+async def _forget(deps: FileDeps, ref: str, path: str) -> None:
+    """Best effort: remove what an upload that failed had written under a temporary name."""
+    try:
+        await deps.sandboxes.request(ref, "fs_delete", {"path": path, "recursive": True}, timeout=60)
+    except CorralError:
+        pass
+
+
+async def _upload_file(deps: FileDeps, ref: str, source: Path, target: str, mode: int, *, overwrite: bool) -> int:
+    """Copy one host file into the sandbox: chunks (raw bytes in binary frames) into a temporary
+    sibling of `target`, renamed over it once complete."""
     fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    temp = _temp_sibling(target)
     sent = 0
-    with os.fdopen(fd, "rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if sent and not chunk:
-                break
-            params = {
-                "path": target,
-                "bytes": chunk,
-                "mkdirs": True,
-                "append": sent > 0,
-                "mode": mode,
-            }
-            await deps.sandboxes.request(ref, "write_file", params, timeout=120)
-            sent += len(chunk)
-            if sent > MAX_TRANSFER_BYTES:
-                raise PayloadTooLarge(f"{source.name} grew past {MAX_TRANSFER_BYTES} bytes during the upload")
-            if len(chunk) < CHUNK:
-                break
+    try:
+        with os.fdopen(fd, "rb") as f:
+            while True:
+                chunk = f.read(CHUNK)
+                if sent and not chunk:
+                    break
+                params = {"path": temp, "bytes": chunk, "mkdirs": True, "append": sent > 0, "mode": mode}
+                await deps.sandboxes.request(ref, "write_file", params, timeout=120)
+                sent += len(chunk)
+                if sent > MAX_TRANSFER_BYTES:
+                    raise PayloadTooLarge(f"{source.name} grew past {MAX_TRANSFER_BYTES} bytes during the upload")
+                if len(chunk) < CHUNK:
+                    break
+        await _rename(deps, ref, temp, target, overwrite=overwrite)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _forget(deps, ref, temp)
+        raise
     return sent
 
 

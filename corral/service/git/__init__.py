@@ -5,15 +5,16 @@ Local operations (status, diff, log, checkout, commit) run `git` in the sandbox 
 validated before they get there.
 
 Network operations (clone, pull, push) always run in a *helper*: a short-lived container of the
-sandbox's image, under gVisor with network (runtime corral-runsc-net on the data dir's bridge network
-`corral-egress-<owner>`), labelled like the sandbox so a reaper finds it, and removed when the
-operation ends. No process the sandbox can reach ever holds network and credentials together. Data
-crosses on the host: into the helper as files the host writes (`put_archive`), out of it from an
-exec's stdout; into and out of the sandbox through the agent (write_file / read_file in chunks under
+sandbox's image, under gVisor with network (runtime corral-runsc-net on the data dir's fenced
+sandbox network, reaching out only through the egress proxy, for the one URL it serves:
+service/network), labelled like the sandbox so a reaper finds it, and removed when the operation
+ends. No process the sandbox can reach ever holds network and credentials together. Data crosses
+on the host: into the helper as files the host writes (`put_archive`), out of it from an exec's
+stdout; into and out of the sandbox through the agent (write_file / read_file in chunks under
 /tmp/.corral/git, then /bin/tar or `git fetch <bundle>` inside), never behind gVisor's back. From the
 sandbox the helper gets only a git bundle (objects and refs, `git bundle verify`-ed) and a checked
 shallow list, never config, hooks or any other file; its git runs by absolute path under
-command-line config with hooks, credential helpers, proxies and redirects off (helper.py).
+command-line config with hooks, credential helpers and redirects off (helper.py).
 
 Credentials reach git only through the environment of the one git process that needs them (an
 `http.extraHeader` set with GIT_CONFIG_COUNT/KEY/VALUE): never in argv, a config file, a remote URL
@@ -34,6 +35,7 @@ from corral.service.git import branches, clone, local, remote
 from corral.service.git.constants import OnProgress
 from corral.service.git.deps import GitDeps
 from corral.service.git.models import GitCredentials
+from corral.service.network import NetworkService
 
 __all__ = ["Git", "GitCredentials", "OnProgress"]
 
@@ -46,8 +48,9 @@ class Git:
         containers: Containers,
         settings: Settings,
         remotes: GitRemoteTable,
+        network: NetworkService,
     ) -> None:
-        deps = GitDeps(sandboxes, engine, containers, settings, remotes)
+        deps = GitDeps(sandboxes, engine, containers, settings, remotes, network)
         self._remotes = remotes
         self.clone = partial(clone.clone, deps)
         self.status = partial(local.status, deps)

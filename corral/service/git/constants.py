@@ -47,8 +47,8 @@ HELPER_ENV = {
     "GIT_ALLOW_PROTOCOL": "http:https",
 }
 # Command-line config of every git in the helper (it outranks any repository config): no hooks, no
-# credential helpers, no proxy, no redirects (they could lead past the destination check), only
-# the protocols the step needs.
+# credential helpers, no proxy (network steps then name the egress proxy, helper.py), no redirects
+# (credentials stay with the host a call named), only the protocols the step needs.
 HELPER_CONFIG = (
     ("core.hooksPath", "/dev/null"),
     ("core.fsmonitor", "false"),

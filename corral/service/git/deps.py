@@ -10,6 +10,7 @@ from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import GitRemoteTable
 from corral.service.access import SandboxAccess
 from corral.service.containers import Containers
+from corral.service.network import NetworkService
 
 
 @dataclass(frozen=True)
@@ -19,3 +20,4 @@ class GitDeps:
     containers: Containers
     settings: Settings
     remotes: GitRemoteTable
+    network: NetworkService

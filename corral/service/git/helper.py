@@ -2,17 +2,22 @@
 for a sandbox. Nothing the sandbox produces becomes a program or configuration there: the helper
 gets a git bundle (objects and refs, checked with `git bundle verify`) and a shallow list the host
 has checked, in files the host writes; every git runs by absolute path under command-line config
-that turns off hooks, credential helpers, proxies and redirects, and that allows only the
-protocols the step needs; the network steps connect only to the addresses the host checked."""
+that turns off hooks, credential helpers and redirects, and that allows only the protocols the
+step needs.
+
+Its network is the sandboxes' own: the helper sits on the fenced sandbox network and reaches the
+outside only through the egress proxy, with a credential that allows the one host and port of the
+URL it was started for (service/network). The proxy resolves the name and refuses private, host
+and link-local addresses the operator did not list, deciding on the address it connects to, so
+neither a second DNS answer nor a redirect (which git does not follow anyway) leads elsewhere.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -34,6 +39,7 @@ from corral.service.git.constants import (
 )
 from corral.service.git.deps import GitDeps
 from corral.service.git.secrets import Auth
+from corral.service.network import HelperRoute
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +48,8 @@ log = logging.getLogger(__name__)
 class Helper:
     deps: GitDeps
     container_id: str
-    # Pins the destination's name to the addresses check_destination approved, so a second DNS
-    # answer cannot send git elsewhere (curl's CURLOPT_RESOLVE; git >= 2.37 reads it from config).
-    resolve: str | None = None
+    # How its network steps leave: the egress proxy, with a credential for one destination.
+    route: HelperRoute | None = None
 
     async def git(
         self,
@@ -54,14 +59,22 @@ class Helper:
         on_stderr: Listener | None = None,
         max_stdout: int = 4 * MIB,
     ) -> ExecOutput:
-        """Run git in the helper: with `network`, speaking http(s) to the checked destination (and
-        with `auth` in this one process's environment); without, reading only local files."""
+        """Run git in the helper: with `network`, speaking http(s) through the egress proxy to the
+        helper's one destination (and with `auth` in this one process's environment); without,
+        reading only local files."""
         config = [*HELPER_CONFIG, *(NETWORK_PROTOCOLS if network else BUNDLE_PROTOCOLS)]
-        if network and self.resolve:
-            config.append(("http.curloptResolve", self.resolve))
+        if network and self.route is not None:
+            config += [("http.proxy", self.route.proxy_url), ("http.proxyAuthMethod", "basic")]
         env = {"GIT_ALLOW_PROTOCOL": "http:https" if network else "file", **(auth.env() if auth else {})}
         argv = [GIT, *(arg for key, value in config for arg in ("-c", f"{key}={value}")), *args]
-        return await self.run(argv, env=env, on_stderr=on_stderr, max_stdout=max_stdout)
+        out = await self.run(argv, env=env, on_stderr=on_stderr, max_stdout=max_stdout)
+        if network and self.route is not None:
+            secret = self.route.secret
+            out = ExecOutput(out.exit_code, out.stdout, out.stderr.replace(secret.encode(), b"***"))
+            refused = self.deps.network.denial(self.route.identity)
+            if out.exit_code != 0 and refused:
+                raise InvalidRequest(f"refusing to reach {refused}")
+        return out
 
     async def run(
         self,
@@ -115,50 +128,10 @@ class Helper:
                 raise InvalidRequest(f"the repository data the sandbox produced is not a valid git bundle: {text}")
 
 
-def _pin(url: str, addresses: Sequence[str]) -> str | None:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        ipaddress.ip_address(host)
-        return None  # an address needs no name resolution
-    except ValueError:
-        pass
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    shown = [f"[{a}]" if ":" in a else a for a in addresses]
-    return f"{host}:{port}:{','.join(shown)}"
-
-
-async def check_destination(url: str, allowed: Sequence[str]) -> list[str]:
-    """Refuse to send the networked helper to a non-public address unless the operator allowed it;
-    returns the addresses it may connect to."""
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = await anyio.getaddrinfo(host, None)
-    except OSError as exc:
-        raise InvalidRequest(f"cannot resolve the host {host!r} of the repository URL ({exc})") from None
-    addresses: list[str] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not (
-            address.is_global
-            or host in allowed
-            or any("/" in entry and address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
-            or str(address) in allowed
-        ):
-            raise InvalidRequest(
-                f"refusing to reach {host} ({address}): it is a private, loopback or link-local address. "
-                "The operator can allow it with CORRAL_GIT_ALLOW_PRIVATE (hosts, IPs or CIDRs, comma-separated)."
-            )
-        if str(address) not in addresses:
-            addresses.append(str(address))
-    return addresses
-
-
 @asynccontextmanager
 async def open_helper(deps: GitDeps, rec: SandboxRecord, *, destination: str) -> AsyncIterator[Helper]:
     """A networked container of the sandbox's image for one operation on `destination`. Always
     removed, also on failure or cancellation."""
-    addresses = await check_destination(destination, deps.settings.git_allow_private)
     engine = deps.engine
     runtime = RUNTIME_RUNC if deps.settings.unsafe_runc else RUNTIME_GVISOR_NET
     if runtime != RUNTIME_RUNC and runtime not in await engine.runtimes():
@@ -166,26 +139,25 @@ async def open_helper(deps: GitDeps, rec: SandboxRecord, *, destination: str) ->
             f"the gVisor runtime '{runtime}' (runsc with --network=host) is not registered with Docker, so "
             "Corral cannot fetch for a sandbox without network. Fix: run scripts/setup-host.sh as root."
         )
-    network = deps.containers.egress_network
-    await engine.ensure_network(network, deps.containers.network_labels("egress"))
-    spec = deps.containers.helper_spec(
-        rec, role="git", runtime=runtime, network=network, env=HELPER_ENV, workdir="/tmp"
-    )
-    container_id: str | None = None
-    try:
-        container_id = await engine.create_container(spec)
-        await engine.put_archive(container_id, "/", tar_directory(HELPER_WORK, 1000, 1000))
-        await engine.put_archive(container_id, "/", tar_directory(f"{HELPER_WORK}/in", 1000, 1000))
-        await engine.start(container_id)
-        log.debug("git helper %s started for %s", spec.name, rec.id)
-        yield Helper(deps, container_id, _pin(destination, addresses))
-    finally:
-        if container_id is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await engine.remove(container_id)
-                except CorralError as exc:
-                    log.warning("could not remove git helper %s: %s", spec.name, exc)
+    async with deps.network.helper_route(rec, destination) as route:
+        spec = deps.containers.helper_spec(
+            rec, role="git", runtime=runtime, network=route.network, env=HELPER_ENV, workdir="/tmp"
+        )
+        container_id: str | None = None
+        try:
+            container_id = await deps.containers.create_helper(spec, rec)  # sized work volume, recorded
+            await engine.put_archive(container_id, "/", tar_directory(HELPER_WORK, 1000, 1000))
+            await engine.put_archive(container_id, "/", tar_directory(f"{HELPER_WORK}/in", 1000, 1000))
+            await engine.start(container_id)
+            log.debug("git helper %s started for %s", spec.name, rec.id)
+            yield Helper(deps, container_id, route)
+        finally:
+            if container_id is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await deps.containers.remove_helper(container_id)
+                    except CorralError as exc:
+                        log.warning("could not remove git helper %s: %s", spec.name, exc)
 
 
 async def missing_branch_error(helper: Helper, url: str, auth: Auth | None, branch: str) -> CorralError:

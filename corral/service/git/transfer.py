@@ -7,7 +7,6 @@ bytes to the host; neither is ever unpacked as files, config or hooks anywhere.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import secrets
@@ -35,7 +34,7 @@ async def upload_staged(
     total = max(len(data), 1)
     for offset in range(0, max(len(data), 1), CHUNK):
         chunk = data[offset : offset + CHUNK]
-        params = {"path": path, "data_b64": base64.b64encode(chunk).decode(), "mkdirs": True, "append": offset > 0}
+        params = {"path": path, "bytes": chunk, "mkdirs": True, "append": offset > 0}
         await deps.sandboxes.request(ref, "write_file", params, timeout=120)
         done = offset + len(chunk)
         await progress.step(
@@ -48,14 +47,11 @@ async def upload_staged(
 async def download_staged(deps: GitDeps, ref: str, path: str, limit: int = MAX_TRANSFER) -> bytes:
     data = bytearray()
     while True:
-        res = await deps.sandboxes.request(
-            ref, "read_file", {"path": path, "offset": len(data), "max_bytes": CHUNK}, timeout=120
-        )
-        try:
-            chunk = base64.b64decode(str(res.get("data_b64", "")), validate=True)
-            size = int(res.get("size", 0))
-        except (ValueError, TypeError):
-            raise InvalidRequest(f"the sandbox's agent sent an unreadable chunk of {path}") from None
+        params = {"path": path, "offset": len(data), "max_bytes": CHUNK, "binary": True}
+        res = await deps.sandboxes.request(ref, "read_file", params, timeout=120)
+        chunk, size = res["bytes"], res["size"]  # validated by replies.check_reply
+        if not isinstance(chunk, bytes):
+            raise InvalidRequest(f"the sandbox's agent sent an unreadable chunk of {path}")
         data += chunk
         if len(data) > limit:
             raise PayloadTooLarge(f"{path} is larger than {limit // MIB or 1} MiB, Corral's transfer limit")
