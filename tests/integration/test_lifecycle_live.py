@@ -134,15 +134,19 @@ async def test_metrics_see_a_200_mb_allocation(client: Client, sandbox: str) -> 
     before = await call_ok(client, "sandbox_metrics", sandbox=sandbox)
     assert before["status"] == "running" and before["memory_limit_mb"] == 1024
     assert before["processes"] >= 2 and before["pids"] > 0 and before["uptime_s"] > 0
-    assert before["disk_limit_mb"] > before["disk_mb"] > 0 and before["net_rx_bytes"] is None
+    # /workspace is its own sized volume: its limit is the sandbox's disk_mb, its use what was written.
+    assert before["disk_limit_mb"] > before["disk_mb"] >= 0 and before["net_rx_bytes"] is None
+    await call_ok(client, "run_command", sandbox=sandbox, command="head -c 3000000 /dev/urandom > metrics.bin")
     await call_ok(client, "run_code", sandbox=sandbox, context="metrics", code="blob = bytearray(200 * 1024 * 1024)")
     try:
         after = await call_ok(client, "sandbox_metrics", sandbox=sandbox)
         assert after["memory_mb"] - before["memory_mb"] >= 180, (before, after)
+        assert after["disk_mb"] - before["disk_mb"] >= 2.5, (before, after)
         line = (await call_ok(client, "get_sandbox", sandbox=sandbox))["metrics"]
         assert line.startswith("cpu ") and "/1024 MiB" in line and "processes" in line
     finally:
         await call_ok(client, "run_code", sandbox=sandbox, context="metrics", code="del blob")
+        await call_ok(client, "run_command", sandbox=sandbox, command="rm -f metrics.bin")
 
 
 async def test_the_warm_pool_hands_over_a_started_sandbox_and_refills(home: Path) -> None:

@@ -27,10 +27,12 @@ from tests.helpers import REPO, call_error, call_ok, corral_env, http_server, ru
 from tests.integration.cleanup import reap_containers
 
 INSPECTOR = REPO / "build" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
-LIST_TOOLS = {"create_sandbox", "list_sandboxes"}  # take no sandbox: checked by the listing test
+LIST_TOOLS = {"create_sandbox", "list_sandboxes", "list_snapshots"}  # take no sandbox: checked by the listing test
+SNAPSHOT_TOOLS = {"delete_snapshot"}  # scoped by the snapshot's name
 REFUSALS = (
     "no sandbox with id or name",
     "no process with id",
+    "no snapshot named",
     "upload and download are off for tenant",  # host directories are not shared between tenants
 )
 # Beyond the required arguments, what makes a call valid enough to reach its sandbox.
@@ -82,6 +84,7 @@ class Owned:
     name: str
     process: str
     port: int
+    snapshot: str
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,8 @@ async def alices(server: Server) -> AsyncIterator[Owned]:
                                  command="echo hello-from-proc; exec sleep 600"))["id"]
         await call_ok(alice, "expose_port", sandbox=sandbox, port=8000)
         await call_ok(alice, "process_output", process=process, wait=10)
-    yield Owned(sandbox, "a-box", process, 8000)
+        await call_ok(alice, "snapshot_sandbox", sandbox=sandbox, name="a-snap")
+    yield Owned(sandbox, "a-box", process, 8000, "a-snap")
 
 
 def arguments(tool: Tool, sandbox: str, process: str) -> dict[str, Any]:
@@ -137,6 +141,13 @@ async def test_every_tool_answers_another_tenants_sandbox_exactly_like_a_missing
             properties = tool.input_schema.get("properties", {})
             if tool.name in LIST_TOOLS:
                 continue
+            if tool.name in SNAPSHOT_TOOLS:
+                error = await call_error(bob, tool.name, name=alices.snapshot)
+                assert error == (await call_error(bob, tool.name, name="no-such-snap")).replace(
+                    "no-such-snap", alices.snapshot
+                ), tool.name
+                checked.append(tool.name)
+                continue
             assert "sandbox" in properties or "process" in properties, f"{tool.name}: how is it scoped to a tenant?"
             for theirs, missing in ((alices.sandbox, "sb-00000000"), (alices.name, "no-such-box")):
                 error = await call_error(bob, tool.name, **arguments(tool, theirs, alices.process))
@@ -159,6 +170,13 @@ async def test_every_tool_answers_another_tenants_sandbox_exactly_like_a_missing
         assert proc["id"] == alices.process and proc["running"]
         ports = (await call_ok(alice, "list_ports"))["ports"]
         assert [(p["sandbox"], p["port"], p["active"]) for p in ports] == [(alices.sandbox, 8000, True)]
+        # Alice's snapshot is hers alone: Bob cannot create from it, and his listing lacks it.
+        refused = await call_error(bob, "create_sandbox", from_snapshot=alices.snapshot)
+        assert refused == (await call_error(bob, "create_sandbox", from_snapshot="no-such-snap")).replace(
+            "no-such-snap", alices.snapshot
+        )
+        assert (await call_ok(bob, "list_snapshots"))["snapshots"] == []
+        assert [s["name"] for s in (await call_ok(alice, "list_snapshots"))["snapshots"]] == [alices.snapshot]
 
 
 async def test_listings_are_disjoint(server: Server, alices: Owned) -> None:
@@ -276,7 +294,9 @@ async def test_operator_stop_start_and_rm_reach_the_live_server(server: Server) 
         sandbox = (await call_ok(bob, "create_sandbox", name="doomed"))["id"]
         exposed = await call_ok(bob, "expose_port", sandbox=sandbox, port=9000)
         stopped = await anyio.to_thread.run_sync(cli_json, server, "stop", sandbox)
-        assert stopped == [{"id": sandbox, "name": "doomed", "tenant": "bob", "status": "stopped"}]
+        # The lifecycle's stop: its memory is kept (the exposed port's relay does not prevent it).
+        expected = {"id": sandbox, "name": "doomed", "tenant": "bob", "status": "stopped", "memory_kept": True}
+        assert stopped == [expected]
         assert (await call_ok(bob, "get_sandbox", sandbox=sandbox))["status"] == "stopped"
         started = await anyio.to_thread.run_sync(cli_json, server, "start", "doomed")
         assert started[0]["status"] == "running"
