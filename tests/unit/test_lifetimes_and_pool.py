@@ -11,13 +11,15 @@ import anyio
 import pytest
 from mcp import Client
 
-from corral.config import Lifetimes, Settings
+from corral.config import Lifetimes, Quota, Settings
+from corral.errors import QuotaExceeded
 from corral.sandbox_backend.fake import FakeEngine
 from corral.sandbox_backend.store import Store
 from corral.server import build_server
 from corral.service import Services, notes, open_services
 from corral.service.clock import ManualClock
 from corral.service.containers import LABEL_OWNER, LABEL_ROLE
+from corral.service.tenancy import Caller, acting_as
 from tests.helpers import call_ok
 
 DEADLINE = 20.0
@@ -273,3 +275,26 @@ async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(tmp_pa
         await until(lambda: len(members(engine)) == 1, "a member of this server's own")
         pool_rows = await services.reconciler._pool.list()  # type: ignore[union-attr]
         assert dead.sandbox_id not in {m.sandbox_id for m in pool_rows}
+
+
+async def test_a_pool_member_is_handed_to_a_tenant_within_its_quota_and_network_asks_go_cold(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    who = Caller("quota", Quota(sandboxes=1))
+    async with open_services(settings_for(tmp_path, pool_size=2), engine=engine) as services:
+        await pool_ready(services, 2)
+        warm = set(members(engine))
+        with acting_as(who):
+            rec = await services.sandboxes.create(name="mine")
+            assert rec.container_id in warm and rec.tenant == "quota"
+            # The member has the volumes of a cold sandbox, under the id it was made with.
+            assert rec.volume is not None and rec.volume in engine.volumes
+            with pytest.raises(QuotaExceeded, match="quota sandboxes=1"):
+                await services.sandboxes.create()
+        # The refused hand-over left the member in the pool for someone else.
+        await pool_ready(services, 2)
+        with acting_as(Caller("other")):
+            assert [r.id for r in await services.sandboxes.list_all()] == []
+            # Asking for another disk size takes the cold path: pool members have the default one.
+            cold = await services.sandboxes.create(disk_mb=128)
+            assert cold.container_id not in members(engine)

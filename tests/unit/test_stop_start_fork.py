@@ -143,6 +143,13 @@ async def test_fork_copies_memory_files_and_processes_then_both_run(services: Se
     assert forked.memory is True and forked.reason is None
     assert (child.name, child.forked_from, child.image) == ("twin", rec.id, fork_image(child.id))
     assert child.env == {"MODE": "x"}
+    # docker commit leaves volumes out: the fork's /workspace is a copy of the source's, and its
+    # agent volume a new one.
+    assert child.volume is not None and child.volume != rec.volume
+    assert engine.volumes[child.volume].copy_of == rec.volume
+    assert engine.volumes[child.volume].size_bytes == rec.disk_bytes
+    agent_volumes = {m.volume for m in container(engine, child).spec.volumes} - {child.volume}
+    assert len(agent_volumes) == 1 and agent_volumes.isdisjoint({m.volume for m in container(engine, rec).spec.volumes})
     assert container(engine, child).status == "running" and source.status == "running"
     assert container(engine, rec).status == "running"
     # Both resumed from the same checkpoint: the same agent, now running twice.
@@ -151,6 +158,7 @@ async def test_fork_copies_memory_files_and_processes_then_both_run(services: Se
     assert [p.sandbox_id for p in await services.processes._table.list(child.id)] == [child.id]
     await services.sandboxes.delete("twin")
     assert fork_image(child.id) not in engine.images  # the fork's own image goes with it
+    assert child.volume not in engine.volumes and rec.volume in engine.volumes
 
 
 async def test_fork_without_copying_memory_keeps_files_and_says_why(tmp_path: Path) -> None:
