@@ -7,9 +7,7 @@ and reads `uname -r`, which is 4.4.0 under gVisor's kernel and the host's versio
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 from dataclasses import asdict, dataclass
 
 import anyio
@@ -154,4 +152,5 @@ class Doctor:
             return Check(
                 "sandbox network firewall", False, problem, f"{SETUP} (as root, with iptables)", required=False
             )
-        return Check("sandbox network firewall", True, "iptables and br_netfilter fence sandbox networks", required=False)
+        detail = "iptables and br_netfilter fence sandbox networks"
+        return Check("sandbox network firewall", True, detail, required=False)

@@ -217,7 +217,8 @@ class NetworkService:
         if rec.network == "none" or not self._trusted:
             return
         # Into the agent's volume (the root file system is read-only; Docker copies only into volumes).
-        await self._engine.put_archive(container_id, AGENT_MOUNT, tar_directory(trust.CA_DIR.removeprefix(AGENT_MOUNT), 0, 0))
+        ca_dir = tar_directory(trust.CA_DIR.removeprefix(AGENT_MOUNT), 0, 0)
+        await self._engine.put_archive(container_id, AGENT_MOUNT, ca_dir)
         for name, data in (("ca-bundle.pem", trust.bundle(self._trusted)), ("extra-ca.pem", self._trusted)):
             await self._engine.put_archive(container_id, trust.CA_DIR, tar_file(name, data, 0, 0))
 
