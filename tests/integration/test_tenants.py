@@ -36,7 +36,11 @@ REFUSALS = (
     "upload and download are off for tenant",  # host directories are not shared between tenants
 )
 # Beyond the required arguments, what makes a call valid enough to reach its sandbox.
-VALID_EXTRAS: dict[str, dict[str, Any]] = {"edit_file": {"old_text": "x"}, "move_path": {"destination": "y"}}
+VALID_EXTRAS: dict[str, dict[str, Any]] = {
+    "edit_file": {"old_text": "x"},
+    "move_path": {"destination": "y"},
+    "update_network": {"network": "none"},
+}
 SECRET_CONTENT = "TOPSECRET-CONTENT-a91f"
 
 
