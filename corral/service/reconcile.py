@@ -7,8 +7,9 @@ What the engine holds that carries this data dir's owner label is compared with 
   whether or not the container exists;
 - a helper container (e.g. the networked git helper) whose instance is gone is removed, with its
   volume and its record: nobody will ever finish its operation;
-- a warm pool member (service/pool.py) is recorded in the pool table, not in `sandboxes`: it is the
-  pool's (a live server's takes and removes its own; the next server removes a dead one's);
+- a warm pool member (service/pool.py) is recorded in the pool table, not in `sandboxes`: a live
+  server's is its own to hand out or remove; a dead server's is removed (container, volumes, row)
+  at the next start, whether or not that server keeps a pool;
 - a snapshot's copy of /workspace is claimed by its snapshot record;
 - a container or volume no record claims is an orphan: listed, and removed by `corral gc`.
 Nothing a live instance made is ever removed (see service/instances.py): another server may be in
@@ -39,7 +40,7 @@ STRAY_GRACE = 120.0  # seconds a volume with no record is left alone (a live cre
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # sandbox-container | helper | volume | create
+    kind: str  # sandbox-container | helper | volume | create | pool-member
     id: str  # container id, volume name, or sandbox id for a create
     name: str
     reason: str
@@ -59,6 +60,7 @@ class Plan:
     orphans: list[Leftover] = field(default_factory=list)  # removed by gc
     kept: list[Leftover] = field(default_factory=list)  # belong to a live server
     lost: list[str] = field(default_factory=list)
+    dead_members: list[tuple[str, str | None]] = field(default_factory=list)  # pool (sandbox id, container)
 
     @property
     def removable(self) -> list[Leftover]:
@@ -96,7 +98,13 @@ class Reconciler:
         infos = await self._engine.list_labeled(owner)
         records = await self._sandboxes.list()
         helper_rows = {h.container_id: h for h in await self._helpers.list()}
-        members = {m.sandbox_id for m in await self._pool.list()} if self._pool is not None else set()
+        pool_rows = await self._pool.list() if self._pool is not None else []
+        members = {m.sandbox_id for m in pool_rows}
+        for member in pool_rows:
+            if member.instance_id not in live:
+                plan.dead_members.append((member.sandbox_id, member.container_id))
+                reason = "a warm pool member; its server is gone"
+                plan.orphans.append(Leftover("pool-member", member.sandbox_id, member.sandbox_id, reason))
 
         by_sandbox: dict[str, list[ContainerInfo]] = {}
         helpers: list[ContainerInfo] = []
@@ -202,6 +210,14 @@ class Reconciler:
                 await self._quietly(self._engine.remove_volume(volume))
         for container_id in plan.stale_helper_rows:
             await self._helpers.delete(container_id)
+        for sandbox_id, member_container in plan.dead_members:
+            log.warning("removing warm pool member %s: the server that made it is gone", sandbox_id)
+            if member_container:
+                await self._quietly(self._engine.remove(member_container))
+            for volume in (self._containers.agent_volume(sandbox_id), self._containers.volume_name(sandbox_id)):
+                await self._quietly(self._engine.remove_volume(volume))
+            if self._pool is not None:
+                await self._pool.delete(sandbox_id)
         if remove_orphans:
             for leftover in plan.orphans:
                 if leftover.kind == "sandbox-container":
@@ -213,7 +229,8 @@ class Reconciler:
         if plan.lost:
             log.warning("sandboxes lost (container gone): %s", ", ".join(plan.lost))
         reaped = {volume for _, volume in plan.dead_helpers}
-        left = [o for o in plan.orphans if o.kind != "helper" and o.id not in reaped]  # those are gone already
+        # Helpers and pool members of dead servers are gone already.
+        left = [o for o in plan.orphans if o.kind not in ("helper", "pool-member") and o.id not in reaped]
         if left and not remove_orphans:
             log.warning("left by earlier runs, not in use (run `corral gc`): %s", "; ".join(o.describe() for o in left))
 
