@@ -273,6 +273,35 @@ async def test_update_network_takes_effect_on_a_live_sandbox_both_ways(egress: E
     assert "no network interface" in message and "Create a new sandbox" in message
 
 
+async def test_a_networked_sandbox_stops_without_its_memory_saying_why_and_its_fork_keeps_the_policy(
+    egress: Egress,
+) -> None:
+    fetch = f"curl -sS -m 30 {web(egress.lab)}"
+    box = (await egress.call("create_sandbox", network="allowlist", allow=["web.test"]))["id"]
+    fork = None
+    try:
+        await egress.sh(box, "echo kept > note.txt")
+        stopped = await egress.call("stop_sandbox", sandbox=box)
+        assert stopped["status"] == "stopped" and stopped["memory_kept"] is False
+        assert "network" in stopped["reason"], stopped
+        # Any call resumes it: files kept, the same policy in force.
+        out = await egress.sh(box, f"cat note.txt && {fetch}")
+        assert out["stdout"] == "kept\nhello from web\n", out
+        forked = await egress.call("fork_sandbox", sandbox=box)
+        fork = forked["id"]
+        assert forked["memory_kept"] is False and "network" in forked["reason"], forked
+        got = await egress.call("get_sandbox", sandbox=fork)
+        assert (got["network"], got["allow"]) == ("allowlist", ["web.test"])
+        out = await egress.sh(fork, f"cat note.txt && {fetch}")
+        assert out["stdout"] == "kept\nhello from web\n", out
+        refused = await egress.sh(fork, f"curl -sS -m 30 http://tls.test:{egress.lab.tls.port}/")
+        assert "Blocked by Corral egress policy" in refused["stdout"], refused
+    finally:
+        for sandbox in (box, fork):
+            if sandbox:
+                await egress.call("delete_sandbox", sandbox=sandbox)
+
+
 async def test_secrets_are_added_by_the_proxy_and_never_reach_the_sandbox(
     egress: Egress, caplog: pytest.LogCaptureFixture
 ) -> None:
