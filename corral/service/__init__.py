@@ -41,6 +41,7 @@ from corral.service.sandboxes import SandboxService, new_sandbox_id
 from corral.service.snapshots import Snapshots
 from corral.service.supervisor import supervise
 from corral.service.tenants import Tenants
+from corral.service.volumes import Volumes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Services:
     forks: Forks
     metrics: Metrics
     snapshots: Snapshots
+    volumes: Volumes
 
 
 def _default_engine(settings: Settings) -> Engine:
@@ -121,7 +123,8 @@ async def open_services(
                 audit=Auditor(store.audit, settings.audit_days),
                 instances=instances,
                 reconciler=Reconciler(
-                    engine, store.sandboxes, store.helpers, instances, containers, store.pool, store.snapshots
+                    engine, store.sandboxes, store.helpers, instances, containers,
+                    pool=store.pool, snapshots=store.snapshots, volumes=store.volumes,
                 ),
                 tenants=Tenants(store.tokens, settings),
                 inventory=Inventory(engine, store.sandboxes, containers),
@@ -129,6 +132,7 @@ async def open_services(
                 forks=forks,
                 metrics=Metrics(sandboxes, engine),
                 snapshots=Snapshots(sandboxes, engine, containers, store.snapshots, settings.max_snapshots, forks),
+                volumes=Volumes(settings, engine, containers, store.volumes, store.sandboxes),
             )
             sandboxes.on_delete(services.ports.close_sandbox)
             sandboxes.on_delete(services.processes.forget_sandbox)

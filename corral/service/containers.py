@@ -91,6 +91,11 @@ class Containers:
         middle = sandbox_id if role == "workspace" else f"{role}-{sandbox_id}"
         return f"corral-{self.owner}-{middle}"
 
+    def named_volume(self, tenant: str, name: str) -> str:
+        """The engine's name of a tenant's named volume (two tenants may use one name)."""
+        digest = hashlib.sha256(tenant.encode()).hexdigest()[:8]
+        return self.volume_name(f"{digest}-{name}", "named")
+
     def agent_volume(self, sandbox_id: str) -> str:
         """The volume that holds the agent's code: root-owned, so only the host writes it. Named and
         labelled (not anonymous), so it is found and removed even if its container is removed by
@@ -111,6 +116,8 @@ class Containers:
         # gets into the agent's volume: only what the host installs is there.
         agent = VolumeMount(AGENT_MOUNT, self.agent_volume(rec.id), copy_image_files=False)
         volumes = (agent, *((VolumeMount(WORKDIR, rec.volume),) if rec.volume else ()))
+        for path, name in sorted(rec.mounts.items()):  # named volumes (service/volumes.py)
+            volumes = (*volumes, VolumeMount(path, self.named_volume(rec.tenant, name)))
         return ContainerSpec(
             name=f"corral-{rec.id}",
             image=rec.image,

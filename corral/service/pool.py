@@ -82,6 +82,7 @@ class WarmPool:
             and rec.disk_bytes == self._disk
             and rec.network == "none"
             and not rec.env
+            and not rec.mounts
         )
 
     async def take(self, rec: SandboxRecord, check: UsageCheck | None = None) -> SandboxRecord | None:

@@ -10,7 +10,7 @@ What the engine holds that carries this data dir's owner label is compared with 
 - a warm pool member (service/pool.py) is recorded in the pool table, not in `sandboxes`: a live
   server's is its own to hand out or remove; a dead server's is removed (container, volumes, row)
   at the next start, whether or not that server keeps a pool;
-- a snapshot's copy of /workspace is claimed by its snapshot record;
+- a snapshot's copy of /workspace is claimed by its snapshot record, a named volume by its own;
 - a container or volume no record claims is an orphan: listed, and removed by `corral gc`.
 Nothing a live instance made is ever removed (see service/instances.py): another server may be in
 the middle of creating it. Every orphan is its own entry, keyed by container id (or volume name).
@@ -30,6 +30,7 @@ from corral.sandbox_backend.store.instances import HelperTable
 from corral.sandbox_backend.store.pool import PoolTable
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.sandbox_backend.store.snapshots import SnapshotTable
+from corral.sandbox_backend.store.volumes import VolumeTable
 from corral.service.containers import LABEL_HELPER_FOR, LABEL_INSTANCE, LABEL_ROLE, LABEL_SANDBOX, Containers
 from corral.service.instances import Instances
 
@@ -81,7 +82,9 @@ class Reconciler:
         containers: Containers,
         pool: PoolTable | None = None,
         snapshots: SnapshotTable | None = None,
+        volumes: VolumeTable | None = None,
     ) -> None:
+        self._volumes = volumes
         self._pool = pool
         self._snapshots = snapshots
         self._engine = engine
@@ -168,6 +171,8 @@ class Reconciler:
         claimed |= {self._containers.volume_name(sandbox_id) for sandbox_id in members}
         if self._snapshots is not None:
             claimed |= {snap.volume for snap in await self._snapshots.list() if snap.volume}
+        if self._volumes is not None:
+            claimed |= {named.volume for named in await self._volumes.list()}
         claimed |= {volume for _, volume in plan.dead_helpers if volume}
         claimed |= {h.volume for h in await self._helpers.list() if h.volume}
         now = time.time()
@@ -176,7 +181,8 @@ class Reconciler:
                 continue
             instance = volume.labels.get(LABEL_INSTANCE)
             role = volume.labels.get(LABEL_ROLE)
-            if role not in (None, "workspace", "agent") and instance not in live:
+            # Snapshot copies and named volumes outlive any server: without a record they are plain orphans.
+            if role not in (None, "workspace", "agent", "snapshot", "named") and instance not in live:
                 # A helper's work volume whose server is gone: reaped like the helper itself.
                 plan.dead_helpers.append(("", volume.name))
                 reason = f"a {role} helper's; its server is gone"

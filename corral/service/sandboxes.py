@@ -195,10 +195,12 @@ class SandboxService:
         ephemeral: bool = False,
         session: str | None = None,
         snapshot: SnapshotRecord | None = None,
+        mounts: Mapping[str, str] | None = None,
     ) -> SandboxRecord:
         """A new running sandbox: from the warm pool when it asks for the default spec, else cold.
         Memory and cpus past the operator's maxima are clamped and the call's notes say so. A
-        `snapshot` (one Corral made, service/snapshots.py) brings its image and /workspace."""
+        `snapshot` (one Corral made, service/snapshots.py) brings its image and /workspace;
+        `mounts` ({path: named volume}) are checked by service/volumes.py."""
         settings = self.settings
         who = tenancy.caller()
         tenant = who.tenant or tenancy.LOCAL
@@ -260,6 +262,7 @@ class SandboxService:
             expires_at=None if opts.delete_after is None else now + opts.delete_after,
             ephemeral=opts.ephemeral,
             session=session if opts.ephemeral else None,
+            mounts=dict(mounts or {}),
         )
         if self.pool is not None and snapshot is None and not policy.wired and self.pool.serves(rec):
             warm = await self._take_warm(rec, quota)

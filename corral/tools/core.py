@@ -64,22 +64,23 @@ def connection_key(ctx: Context) -> str:
 
 async def create_sandbox(
     ctx: Context,
-    name: Annotated[str | None, Field(description="Unique; works as id.")] = None,
+    name: str | None = None,
     image: str | None = None,
     memory_mb: int | None = None,
     cpus: float | None = None,
     disk_mb: int | None = None,
     labels: dict[str, str] | None = None,
-    network: Annotated[Mode | None, Field(description="Default none; allowlist = only `allow`.")] = None,
+    network: Mode | None = None,
     allow: Allow = None,
     env: dict[str, str] | None = None,
-    idle_stop_after: Annotated[float | None, Field(description="Idle s to stop (memory kept); 0 never")] = None,
+    idle_stop_after: Annotated[float | None, Field(description="Idle s to stop; 0 never")] = None,
     delete_after: Annotated[float | None, Field(description="s to delete; 0 never")] = None,
     ephemeral: Annotated[bool | None, Field(description="Gone on disconnect.")] = None,
     from_snapshot: str | None = None,
+    volumes: Annotated[dict[str, str] | None, Field(description="{name: path}")] = None,
 ) -> SandboxInfo:
-    """Create an isolated Linux sandbox (gVisor, non-root, /workspace; network only if asked);
-    returns its id. Reuse one per task: files and state persist."""
+    """Create an isolated gVisor Linux sandbox (non-root, /workspace, no network unless asked);
+    returns its id. Reuse it per task: files and state persist."""
     app = services(ctx)
     svc = app.sandboxes
     snapshot = None
@@ -87,7 +88,9 @@ async def create_sandbox(
         if image is not None:
             raise InvalidRequest("give image or from_snapshot, not both: a snapshot brings its own image")
         snapshot = await app.snapshots.get(from_snapshot)
+    mounts = await app.volumes.mounts(volumes)
     rec = await svc.create(
+        mounts=mounts,
         snapshot=snapshot,
         name=name,
         image=image,

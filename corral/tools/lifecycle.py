@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from corral.service.metrics import SandboxMetrics
 from corral.service.models import SandboxInfo
 from corral.service.snapshots import SnapshotInfo, snapshot_info
+from corral.service.volumes import VolumeInfo
 from corral.tools._base import SandboxRef, ToolSpec, services
 from corral.tools.core import info
 
@@ -99,6 +100,33 @@ async def delete_snapshot(ctx: Context, name: Annotated[str, Field(description="
     return snapshot_info(await services(ctx).snapshots.delete(name))
 
 
+class VolumeList(BaseModel):
+    volumes: list[VolumeInfo]
+
+
+async def create_volume(
+    ctx: Context,
+    name: Annotated[str, Field(description="a-z, 0-9, _.-")],
+    size_mb: Annotated[int | None, Field(description="Default: the /workspace size.")] = None,
+) -> VolumeInfo:
+    """Create a named volume to share files between sandboxes and keep them past a sandbox's life;
+    mount it with create_sandbox(volumes={name: path})."""
+    app = services(ctx)
+    return await app.volumes.info(await app.volumes.create(name, size_mb))
+
+
+async def list_volumes(ctx: Context) -> VolumeList:
+    """List named volumes and the sandboxes mounting them."""
+    app = services(ctx)
+    return VolumeList(volumes=[await app.volumes.info(r) for r in await app.volumes.all()])
+
+
+async def delete_volume(ctx: Context, name: Annotated[str, Field(description="Volume name.")]) -> VolumeInfo:
+    """Delete a named volume and its files (refused while a sandbox mounts it)."""
+    app = services(ctx)
+    return await app.volumes.info(await app.volumes.delete(name))
+
+
 TOOLS: list[ToolSpec] = [
     ToolSpec(stop_sandbox, "Stop sandbox", idempotent=True),
     ToolSpec(start_sandbox, "Start sandbox", idempotent=True),
@@ -108,4 +136,7 @@ TOOLS: list[ToolSpec] = [
     ToolSpec(snapshot_sandbox, "Snapshot sandbox"),
     ToolSpec(list_snapshots, "List snapshots", read_only=True, idempotent=True),
     ToolSpec(delete_snapshot, "Delete snapshot", destructive=True),
+    ToolSpec(create_volume, "Create volume"),
+    ToolSpec(list_volumes, "List volumes", read_only=True, idempotent=True),
+    ToolSpec(delete_volume, "Delete volume", destructive=True),
 ]

@@ -17,7 +17,7 @@ from corral.server import build_server
 from corral.service import open_services
 from corral.service.clock import ManualClock
 from corral.service.containers import LABEL_ROLE, home_label
-from tests.helpers import call_noted, call_ok, corral_cmd, corral_env
+from tests.helpers import call_error, call_noted, call_ok, corral_cmd, corral_env
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /workspace/count; sleep 0.2; done"
 
@@ -128,6 +128,41 @@ async def test_env_reaches_commands_interpreters_and_processes(client: Client, o
     proc = await call_ok(client, "start_process", sandbox=sandbox, command="echo $GREETING $DB_PASSWORD")
     output = await call_ok(client, "process_output", process=proc["id"], wait=20)
     assert output["output"] == "hello env pw\n"
+
+
+async def test_a_named_volume_is_shared_by_two_sandboxes_and_outlives_them(client: Client) -> None:
+    made = await call_ok(client, "create_volume", name="shared-data", size_mb=64)
+    assert made["size_mb"] == 64 and made["mounted_by"] == []
+    boxes: list[str] = []
+    try:
+        for path in ("/data", "/workspace/shared"):
+            created = await call_ok(client, "create_sandbox", volumes={"shared-data": path})
+            boxes.append(created["id"])
+        writer, reader = boxes
+        await call_ok(client, "run_command", sandbox=writer, command="echo from-writer > /data/note.txt")
+        out = await call_ok(client, "run_command", sandbox=reader, command="cat /workspace/shared/note.txt")
+        assert out["stdout"] == "from-writer\n", out
+        # Sized like /workspace: writing past 64 MiB fails inside, never on the host's disk.
+        fill = "head -c 80M /dev/zero > /data/big"
+        full = await call_ok(client, "run_command", sandbox=writer, command=fill)
+        assert "No space left on device" in full["stderr"], full
+        await call_ok(client, "run_command", sandbox=writer, command="rm -f /data/big")
+        refused = await call_error(client, "delete_volume", name="shared-data")
+        assert f"mounted by sandbox(es) {writer}, {reader}" in refused
+        listed = (await call_ok(client, "list_volumes"))["volumes"]
+        assert [(v["name"], sorted(v["mounted_by"])) for v in listed] == [("shared-data", sorted(boxes))]
+        for sandbox in boxes:
+            await call_ok(client, "delete_sandbox", sandbox=sandbox)
+        boxes = []
+        again = await call_ok(client, "create_sandbox", volumes={"shared-data": "/data"})
+        boxes.append(again["id"])
+        out = await call_ok(client, "run_command", sandbox=again["id"], command="cat /data/note.txt")
+        assert out["stdout"] == "from-writer\n"  # kept past the sandboxes that wrote it
+    finally:
+        for sandbox in boxes:
+            await client.call_tool("delete_sandbox", {"sandbox": sandbox})
+    assert (await call_ok(client, "delete_volume", name="shared-data"))["name"] == "shared-data"
+    assert (await call_ok(client, "list_volumes"))["volumes"] == []
 
 
 async def test_metrics_see_a_200_mb_allocation(client: Client, sandbox: str) -> None:

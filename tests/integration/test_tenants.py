@@ -27,12 +27,14 @@ from tests.helpers import REPO, call_error, call_ok, corral_env, http_server, ru
 from tests.integration.cleanup import reap_containers
 
 INSPECTOR = REPO / "build" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
-LIST_TOOLS = {"create_sandbox", "list_sandboxes", "list_snapshots"}  # take no sandbox: checked by the listing test
-SNAPSHOT_TOOLS = {"delete_snapshot"}  # scoped by the snapshot's name
+# Take no sandbox: checked by the listing test (names of volumes are per tenant: create_volume too).
+LIST_TOOLS = {"create_sandbox", "list_sandboxes", "list_snapshots", "create_volume", "list_volumes"}
+NAME_SCOPED = {"delete_snapshot": "snapshot", "delete_volume": "volume"}  # scoped by a snapshot's / volume's name
 REFUSALS = (
     "no sandbox with id or name",
     "no process with id",
     "no snapshot named",
+    "no volume named",
     "upload and download are off for tenant",  # host directories are not shared between tenants
 )
 # Beyond the required arguments, what makes a call valid enough to reach its sandbox.
@@ -89,6 +91,7 @@ class Owned:
     process: str
     port: int
     snapshot: str
+    volume: str
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +105,8 @@ async def alices(server: Server) -> AsyncIterator[Owned]:
         await call_ok(alice, "expose_port", sandbox=sandbox, port=8000)
         await call_ok(alice, "process_output", process=process, wait=10)
         await call_ok(alice, "snapshot_sandbox", sandbox=sandbox, name="a-snap")
-    yield Owned(sandbox, "a-box", process, 8000, "a-snap")
+        await call_ok(alice, "create_volume", name="a-vol", size_mb=64)
+    yield Owned(sandbox, "a-box", process, 8000, "a-snap", "a-vol")
 
 
 def arguments(tool: Tool, sandbox: str, process: str) -> dict[str, Any]:
@@ -145,11 +149,11 @@ async def test_every_tool_answers_another_tenants_sandbox_exactly_like_a_missing
             properties = tool.input_schema.get("properties", {})
             if tool.name in LIST_TOOLS:
                 continue
-            if tool.name in SNAPSHOT_TOOLS:
-                error = await call_error(bob, tool.name, name=alices.snapshot)
-                assert error == (await call_error(bob, tool.name, name="no-such-snap")).replace(
-                    "no-such-snap", alices.snapshot
-                ), tool.name
+            if tool.name in NAME_SCOPED:
+                theirs = getattr(alices, NAME_SCOPED[tool.name])
+                error = await call_error(bob, tool.name, name=theirs)
+                assert any(sign in error for sign in REFUSALS), f"{tool.name} refused for another reason: {error}"
+                assert error == (await call_error(bob, tool.name, name="no-such-one")).replace("no-such-one", theirs)
                 checked.append(tool.name)
                 continue
             assert "sandbox" in properties or "process" in properties, f"{tool.name}: how is it scoped to a tenant?"
@@ -180,6 +184,13 @@ async def test_every_tool_answers_another_tenants_sandbox_exactly_like_a_missing
             "no-such-snap", alices.snapshot
         )
         assert (await call_ok(bob, "list_snapshots"))["snapshots"] == []
+        # So is her volume: Bob cannot mount it, list it, or delete it.
+        refused = await call_error(bob, "create_sandbox", volumes={alices.volume: "/data"})
+        assert refused == (await call_error(bob, "create_sandbox", volumes={"no-such-vol": "/data"})).replace(
+            "no-such-vol", alices.volume
+        )
+        assert (await call_ok(bob, "list_volumes"))["volumes"] == []
+        assert [v["name"] for v in (await call_ok(alice, "list_volumes"))["volumes"]] == [alices.volume]
         assert [s["name"] for s in (await call_ok(alice, "list_snapshots"))["snapshots"]] == [alices.snapshot]
 
 

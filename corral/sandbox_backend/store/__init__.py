@@ -28,10 +28,12 @@ from corral.sandbox_backend.store.records import (
     SandboxUsage,
     SnapshotRecord,
     TokenRecord,
+    VolumeRecord,
 )
 from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.sandbox_backend.store.snapshots import SnapshotTable
 from corral.sandbox_backend.store.tokens import TokenTable
+from corral.sandbox_backend.store.volumes import VolumeTable
 
 
 class Store:
@@ -49,6 +51,7 @@ class Store:
         self.helpers = HelperTable(db)
         self.tokens = TokenTable(db)
         self.egress = EgressTable(db)
+        self.volumes = VolumeTable(db)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False) -> Store:
@@ -97,4 +100,5 @@ __all__ = [
     "SnapshotRecord",
     "Store",
     "TokenRecord",
+    "VolumeRecord",
 ]

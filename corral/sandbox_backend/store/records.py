@@ -34,6 +34,7 @@ class SandboxRecord:
     checkpoint: str | None = None  # memory checkpoint the next start restores
     stopped_at: float | None = None
     forked_from: str | None = None
+    mounts: dict[str, str] = field(default_factory=dict)  # mount path -> named volume (the tenant's)
 
     def with_(self, **changes: Any) -> SandboxRecord:
         return replace(self, **changes)
@@ -163,3 +164,15 @@ class HelperRecord:
     instance_id: str
     volume: str | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """A named volume of a tenant; `volume` is the engine's name of it."""
+
+    name: str
+    volume: str
+    size_bytes: int | None
+    created_at: float
+    tenant: str = "local"
+    created_by: str | None = None
