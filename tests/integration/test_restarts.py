@@ -73,6 +73,11 @@ def test_stdio_mode_writes_only_protocol_to_stdout(home: Path) -> None:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     watchdog = threading.Timer(120, proc.kill)  # a hung server fails the test instead of hanging it
     watchdog.start()
+    # Drained as it comes: DEBUG logs (the warm pool's work among them) would fill the pipe and
+    # block the server at its next log line.
+    logged: list[str] = []
+    drain = threading.Thread(target=lambda: logged.extend(proc.stderr or ()), daemon=True)
+    drain.start()
     try:
         proc.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
         proc.stdin.flush()
@@ -85,7 +90,8 @@ def test_stdio_mode_writes_only_protocol_to_stdout(home: Path) -> None:
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
         rest = proc.stdout.read()
-        stderr = proc.stderr.read()
+        drain.join(timeout=60)
+        stderr = "".join(logged)
     finally:
         watchdog.cancel()
         proc.kill()

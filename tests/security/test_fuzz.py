@@ -146,6 +146,8 @@ def tool_calls(draw: st.DrawFn, tools: dict[str, dict[str, Any]], pool: Pool) ->
         args["path"] = "/workspace"  # a walk of all of / under gVisor takes the tool's whole time budget
     if name == "delete_sandbox" and args.get("sandbox") in pool.sandboxes:
         args["sandbox"] = "sb-00000000"  # deleting the shared sandboxes is allowed, just not what we test
+    if name == "update_sandbox" and args.get("sandbox") in pool.sandboxes:
+        args.pop("delete_after", None)  # nor is giving them a lifetime the reaper would end mid-run
     return name, args
 
 

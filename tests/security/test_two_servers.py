@@ -73,7 +73,11 @@ async def test_two_servers_on_one_data_dir_answer_every_call_and_lose_nothing(ho
             for box, name in kept.items():
                 assert (await call(second, "read_file", sandbox=box, path="f.txt", raw=True))["content"] == name
                 await call(first, "delete_sandbox", sandbox=box)
-        assert labelled(home) == [] and labelled(home, "volumes") == []
+            # What the servers still hold is their warm pools' members, nothing else.
+            roles = {thing.labels.get("dev.corral.role") for thing in labelled(home)}
+            assert roles <= {"pool"}, roles
+    # Both servers have exited and drained their pools: nothing of theirs is left.
+    assert labelled(home) == [] and labelled(home, "volumes") == []
     gc = await anyio.to_thread.run_sync(run_cli, home, "gc", "--dry-run")
     assert "would remove 0 leftover(s)" in gc.stdout, gc.stdout
     print(f"\ntwo servers, {SOAK:.0f} s: {sum(calls.values())} calls, all answered: {dict(calls)}")
