@@ -43,6 +43,7 @@ class SandboxInfo(BaseModel):
     ephemeral: bool = False
     memory_saved: bool | None = Field(default=None, description="When stopped: whether its memory resumes with it.")
     forked_from: str | None = None
+    volumes: dict[str, str] = Field(default_factory=dict, description="Mount path -> named volume.")
     lease: dict[str, str] | None = Field(default=None, description="stops_at / expires_at (UTC).")
     metrics: str | None = None
 
@@ -80,6 +81,7 @@ class SandboxInfo(BaseModel):
             ephemeral=rec.ephemeral,
             memory_saved=(rec.checkpoint is not None) if rec.status == "stopped" else None,
             forked_from=rec.forked_from,
+            volumes=rec.mounts,
             lease=lease,
             metrics=metrics,
         )

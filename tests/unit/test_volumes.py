@@ -13,6 +13,7 @@ from corral.errors import InvalidRequest
 from corral.sandbox_backend.fake import FakeEngine
 from corral.sandbox_backend.store import Store
 from corral.service import Services, open_services
+from corral.service.models import SandboxInfo
 from corral.service.tenancy import Caller, acting_as
 
 MIB = 1024 * 1024
@@ -41,6 +42,7 @@ async def test_a_volume_is_sized_mounted_by_two_sandboxes_and_kept_until_deleted
         assert rec.container_id is not None
         spec = engine.containers[rec.container_id].spec
         assert {m.target: m.volume for m in spec.volumes}[path] == vol.volume
+    assert SandboxInfo.from_record(one).volumes == {"/data": "shared"}  # get_sandbox shows its mounts
     refused = pytest.raises(InvalidRequest, match=f"mounted by sandbox\\(es\\) {one.id}, {two.id}; delete them first")
     with refused:
         await services.volumes.delete("shared")
