@@ -34,7 +34,7 @@ async def _pool_full(ctx: Ctx, home: Any, timeout: float = 300) -> list[Any]:
     with anyio.fail_after(timeout):
         while True:
             async with open_services(Settings(home=home), serve=False, read_only=True) as view:
-                ready = [m for m in await view.sandboxes._reconciler._pool.list() if m.ready]  # type: ignore[union-attr]
+                ready = [m for m in await view.reconciler._pool.list() if m.ready]  # type: ignore[union-attr]
             if len(ready) >= POOL_SIZE:
                 return await anyio.to_thread.run_sync(_pool_members, ctx, home)
             await anyio.sleep(0.5)
