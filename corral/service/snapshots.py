@@ -24,7 +24,7 @@ from corral.errors import InvalidRequest, QuotaExceeded, SandboxBusy, StoreConfl
 from corral.sandbox_backend.engine import Engine
 from corral.sandbox_backend.store import SandboxRecord, SnapshotRecord
 from corral.sandbox_backend.store.snapshots import SnapshotTable
-from corral.service import tenancy
+from corral.service import notes, tenancy
 from corral.service.containers import LABEL_OWNER, LABEL_ROLE, LABEL_SANDBOX, Containers
 from corral.service.forks import Forks
 from corral.service.sandboxes import SandboxService
@@ -134,7 +134,12 @@ class Snapshots:
         """Commit the file system and copy /workspace into `volume`, with the sandbox stopped (its
         memory saved) for that moment: a volume is copied only while nothing writes to it."""
         was_running = sandbox.status == "running"
-        checkpoint, _ = await self._forks.freeze(sandbox)
+        checkpoint, reason = await self._forks.freeze(sandbox)
+        if was_running and checkpoint is None:
+            notes.notice(
+                f"sandbox {sandbox.id} had to stop for the snapshot and could not keep its memory ({reason}): "
+                "files are kept; interpreter variables and background processes are gone (state_lost)"
+            )
         try:
             image_id = await self._engine.commit(sandbox.container_id or "", image, labels)
             spec = self._containers.volume_spec(volume, sandbox.id, ROLE, sandbox.disk_bytes)

@@ -252,3 +252,13 @@ async def test_snapshots_make_sandboxes_are_recorded_limited_and_collected(tmp_p
     async with open_services(settings, engine=engine, serve=False) as services:
         [tag] = await services.snapshots.gc()
     assert tag.endswith("-v3") and tag not in engine.images
+
+
+async def test_a_snapshot_that_cannot_keep_memory_says_the_sandbox_lost_it(tmp_path: Path) -> None:
+    engine = FakeEngine(agent_ops=idle_ops(), checkpoint=False)
+    async with Client(build_server(Settings(home=tmp_path), engine=engine), raise_exceptions=False) as client:
+        created = await call_ok(client, "create_sandbox", name="snapped")
+        taken = await call_noted(client, "snapshot_sandbox", sandbox="snapped", name="s1")
+        assert any("could not keep its memory" in n and "state_lost" in n for n in taken["notices"]), taken
+        # /workspace was copied while it was stopped; it runs again afterwards.
+        assert (await call_ok(client, "get_sandbox", sandbox=created["id"]))["status"] == "running"
