@@ -3,6 +3,8 @@ insert's transaction, so concurrent creates from any process cannot overshoot to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from corral.config import MIB, Limits, Quota
 from corral.errors import InvalidRequest, QuotaExceeded
 from corral.sandbox_backend.store import SandboxUsage
@@ -37,9 +39,24 @@ class Quotas:
         used = mine.disk_bytes // MIB
         if q.disk_mb is not None and used + self.disk_mb > q.disk_mb:
             raise QuotaExceeded(
-                f"{who} may use {q.disk_mb} MiB of disk in all (quota disk_mb={q.disk_mb}); its sandboxes use "
-                f"{used} MiB and this one asks for {self.disk_mb} MiB"
+                f"{who} may use {q.disk_mb} MiB of disk in all (quota disk_mb={q.disk_mb}); its sandboxes and "
+                f"volumes use {used} MiB and this one asks for {self.disk_mb} MiB"
             )
+
+
+def volume_check(tenant: str, quota: Quota, size_bytes: int | None) -> Callable[[SandboxUsage], None]:
+    """The tenant's disk quota for a new named volume, checked against its sandboxes and volumes."""
+
+    def check(mine: SandboxUsage) -> None:
+        asked, used = (size_bytes or 0) // MIB, mine.disk_bytes // MIB
+        if quota.disk_mb is not None and used + asked > quota.disk_mb:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} may use {quota.disk_mb} MiB of disk in all (quota disk_mb={quota.disk_mb}); "
+                f"its sandboxes and volumes use {used} MiB and this volume asks for {asked} MiB. Ask for less "
+                "size_mb, or delete a volume or sandbox"
+            )
+
+    return check
 
 
 def name_taken(name: str) -> str:

@@ -25,7 +25,7 @@ from corral.sandbox_backend.store.sandboxes import SandboxTable
 from corral.sandbox_backend.store.volumes import VolumeTable
 from corral.service import tenancy
 from corral.service.containers import Containers
-from corral.service.quotas import check_disk
+from corral.service.quotas import check_disk, volume_check
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ROLE = "named"
@@ -87,7 +87,8 @@ class Volumes:
         volume = self._containers.named_volume(tenant, name)
         rec = VolumeRecord(name, volume, size, time.time(), tenant, self._settings.instance_id)
         try:
-            await self._table.insert(rec)  # first: a crash now leaves a record, never an unrecorded disk
+            # First: a crash now leaves a record, never an unrecorded disk.
+            await self._table.insert(rec, volume_check(tenant, tenancy.caller().quota, size))
         except StoreConflict:
             raise InvalidRequest(f"a volume named {name!r} was just made by another call") from None
         try:

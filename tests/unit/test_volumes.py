@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.config import Settings
-from corral.errors import InvalidRequest
+from corral.config import Quota, Settings
+from corral.errors import InvalidRequest, QuotaExceeded
 from corral.sandbox_backend.fake import FakeEngine
 from corral.sandbox_backend.store import Store
 from corral.service import Services, open_services
@@ -100,3 +100,16 @@ async def test_gc_removes_a_named_volume_nothing_records(tmp_path: Path, engine:
         plan = await services.reconciler.plan()
         await services.reconciler.apply(plan, remove_orphans=True)
     assert lost.volume not in engine.volumes and kept.volume in engine.volumes
+
+
+async def test_named_volumes_count_against_the_tenants_disk_quota(services: Services) -> None:
+    with acting_as(Caller("alice", quota=Quota(disk_mb=1024))):
+        await services.volumes.create("big", 768)
+        with pytest.raises(QuotaExceeded, match=r"disk_mb=1024\).*volumes use 768 MiB.*asks for 512 MiB"):
+            await services.volumes.create("more", 512)
+        with pytest.raises(QuotaExceeded, match=r"sandboxes and volumes use 768 MiB.*asks for 512 MiB"):
+            await services.sandboxes.create(disk_mb=512)
+        await services.volumes.create("fits", 256)  # 768 + 256 is exactly the quota
+        assert sorted(v.name for v in await services.volumes.all()) == ["big", "fits"]
+    with acting_as(Caller("bob", quota=Quota(disk_mb=1024))):
+        await services.volumes.create("own", 1024)  # alice's volumes are not bob's use

@@ -27,6 +27,15 @@ def _scope(tenant: str | None) -> tuple[str, tuple[Any, ...]]:
     return ("", ()) if tenant is None else (" AND tenant = ?", (tenant,))
 
 
+def _usage_query(tenant: str | None) -> tuple[str, tuple[Any, ...]]:
+    """Count, memory and disk in use; disk counts named volumes (migration 054) as well, since they
+    are the same kind of sized ext4 image on the host."""
+    clause, params = _scope(tenant)
+    volumes = f"(SELECT COALESCE(SUM(size_bytes), 0) FROM volumes WHERE 1{clause})"
+    query = f"SELECT COUNT(*), COALESCE(SUM(memory_bytes), 0), {_DISK_SUM} + {volumes} FROM sandboxes WHERE 1{clause}"
+    return query, (*params, *params)
+
+
 class SandboxTable:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -83,17 +92,13 @@ class SandboxTable:
         return int(row[0]) if row else 0
 
     async def usage(self, tenant: str | None = None) -> SandboxUsage:
-        clause, params = _scope(tenant)
-        row = await self._db.fetchone(
-            f"SELECT COUNT(*), COALESCE(SUM(memory_bytes), 0), {_DISK_SUM} FROM sandboxes WHERE 1{clause}", params
-        )
+        query, params = _usage_query(tenant)
+        row = await self._db.fetchone(query, params)
         return SandboxUsage(*(int(v) for v in row)) if row else SandboxUsage()
 
 
 async def usage_in(conn: aiosqlite.Connection, tenant: str | None) -> SandboxUsage:
-    clause, params = _scope(tenant)
-    async with conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(memory_bytes), 0), {_DISK_SUM} FROM sandboxes WHERE 1{clause}", params
-    ) as cur:
+    query, params = _usage_query(tenant)
+    async with conn.execute(query, params) as cur:
         row = await cur.fetchone()
     return SandboxUsage(*(int(v) for v in row)) if row else SandboxUsage()

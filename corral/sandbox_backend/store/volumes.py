@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from corral.sandbox_backend.store.db import Database
-from corral.sandbox_backend.store.records import VolumeRecord
+from corral.sandbox_backend.store.records import SandboxUsage, VolumeRecord
 from corral.sandbox_backend.store.rows import RowCodec
+from corral.sandbox_backend.store.sandboxes import usage_in
 
 _ROWS = RowCodec(VolumeRecord)
 
@@ -19,10 +21,15 @@ class VolumeTable:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, rec: VolumeRecord) -> None:
-        """Raises StoreConflict if the tenant already has a volume of that name."""
-        query = f"INSERT INTO volumes ({_ROWS.columns}) VALUES ({_ROWS.placeholders})"
-        await self._db.execute(query, _ROWS.values(rec))
+    async def insert(self, rec: VolumeRecord, check: Callable[[SandboxUsage], None] | None = None) -> None:
+        """Raises StoreConflict if the tenant already has a volume of that name. `check` sees the
+        tenant's usage (sandboxes and volumes) in the same transaction, so concurrent creates cannot
+        overshoot its disk quota together."""
+        async with self._db.transaction() as conn:
+            if check is not None:
+                check(await usage_in(conn, rec.tenant))
+            query = f"INSERT INTO volumes ({_ROWS.columns}) VALUES ({_ROWS.placeholders})"
+            await conn.execute(query, _ROWS.values(rec))
 
     async def get(self, name: str, tenant: str | None) -> VolumeRecord | None:
         clause, params = _scope(tenant)
