@@ -17,6 +17,7 @@ from rich.text import Text
 
 from corral.cli._common import log_to_stderr, operator_services
 from corral.cli._output import STATUS_STYLE, add_json_flag, console, duration, print_json, styled, table
+from corral.service import leases
 from corral.service.inventory import SandboxRow
 
 COLUMNS = ["id", "name", "tenant", "status", "image", "network", "cpu", "memory", "disk", "age", "idle", "lease"]
@@ -48,11 +49,22 @@ def row_cells(row: SandboxRow, now: float) -> list[str | Text | None]:
         rec.network,
         cpu,
         f"{used}/{rec.memory_bytes // 2**20} MiB",
-        None,
+        None if rec.disk_bytes is None else f"{rec.disk_bytes // 2**20} MiB",
         duration(now - rec.created_at),
         duration(now - rec.last_used_at),
-        None,
+        lease_cell(row, now),
     ]
+
+
+def lease_cell(row: SandboxRow, now: float) -> str | None:
+    """When the idle rule stops it and when it is deleted, as time from now."""
+    rec, parts = row.record, []
+    stop = leases.stops_at(rec, rec.last_used_at)
+    if stop is not None:
+        parts.append(f"stops in {duration(max(stop - now, 0))}")
+    if rec.expires_at is not None:
+        parts.append(f"deleted in {duration(max(rec.expires_at - now, 0))}")
+    return ", ".join(parts) or None
 
 
 def sandbox_table(rows: list[SandboxRow]) -> Any:

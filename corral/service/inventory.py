@@ -12,6 +12,7 @@ from corral.errors import BackendError
 from corral.sandbox_backend.engine import ContainerStats, Engine
 from corral.sandbox_backend.store import SandboxRecord
 from corral.sandbox_backend.store.sandboxes import SandboxTable
+from corral.service import leases
 from corral.service.containers import LABEL_SANDBOX, Containers
 
 
@@ -36,12 +37,12 @@ class SandboxRow:
             "cpu_percent": None if stats is None or stats.cpu_percent is None else round(stats.cpu_percent, 1),
             "memory_used_mb": None if stats is None else round(stats.memory_bytes / 2**20, 1),
             "memory_limit_mb": rec.memory_bytes // 2**20,
-            "disk_used_mb": None,  # disk limits arrive with per-sandbox storage (issue 8)
+            "disk_limit_mb": None if rec.disk_bytes is None else rec.disk_bytes // 2**20,
             "created_at": rec.created_at,
             "last_used_at": rec.last_used_at,
             "age_s": round(now - rec.created_at, 1),
             "idle_s": round(now - rec.last_used_at, 1),
-            "lease": None,  # leases arrive with the lifecycle work
+            "lease": leases.compact(rec, rec.last_used_at),
         }
 
 

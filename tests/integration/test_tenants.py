@@ -273,9 +273,11 @@ async def test_the_operator_cli_works_against_the_live_servers_data_dir(server: 
     mine = next(r for r in rows if r["id"] == alices.sandbox)
     assert (mine["tenant"], mine["status"], mine["name"]) == ("alice", "running", "a-box")
     assert mine["memory_used_mb"] is not None and mine["memory_limit_mb"] == 1024
+    assert mine["disk_limit_mb"] == 10240
+    assert set(mine["lease"]) == {"stops_at"}  # the default idle rule (30 min), no absolute lifetime
     assert {"alice", "bob"} <= {r["tenant"] for r in rows}
     human = await anyio.to_thread.run_sync(cli_text, server, "ls")
-    assert alices.sandbox in human and "tenant" in human and "alice" in human
+    assert alices.sandbox in human and "tenant" in human and "alice" in human and "stops" in human
 
     audit = await anyio.to_thread.run_sync(cli_json, server, "audit", "--tenant", "alice")
     wrote = next(e for e in audit if e["tool"] == "write_file")
