@@ -69,6 +69,12 @@ class OutputPipe:
         with self._cond:
             return len(self._data)
 
+    def wait_size(self, size: int, timeout: float = DEADLINE) -> int:
+        """The size once at least `size` bytes arrived (the reader thread may trail the reply)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._data) >= size, timeout)
+            return len(self._data)
+
     def take(self) -> str:
         """Everything so far, and start afresh."""
         with self._cond:

@@ -138,7 +138,7 @@ def test_huge_repr_is_capped(py: Driver) -> None:
 def test_huge_output_streams_through(py: Driver) -> None:
     reply = py.run("print('y' * 5_000_000)\n'end'")
     assert reply["value"] == "'end'"
-    assert py.stdout.size() >= 5_000_001
+    assert py.stdout.wait_size(5_000_001) >= 5_000_001  # all of it, not cut
 
 
 def test_user_classes_live_in_main(py: Driver) -> None:
