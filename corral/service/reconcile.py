@@ -61,7 +61,7 @@ class Plan:
     orphans: list[Leftover] = field(default_factory=list)  # removed by gc
     kept: list[Leftover] = field(default_factory=list)  # belong to a live server
     lost: list[str] = field(default_factory=list)
-    dead_members: list[tuple[str, str | None]] = field(default_factory=list)  # pool (sandbox id, container)
+    dead_members: list[tuple[str, list[str]]] = field(default_factory=list)  # pool (sandbox id, containers)
 
     @property
     def removable(self) -> list[Leftover]:
@@ -105,7 +105,11 @@ class Reconciler:
         members = {m.sandbox_id for m in pool_rows}
         for member in pool_rows:
             if member.instance_id not in live:
-                plan.dead_members.append((member.sandbox_id, member.container_id))
+                # Its row may not name the container yet (the server died while making it): the
+                # engine's label does.
+                found = {i.id for i in infos if i.labels.get(LABEL_SANDBOX) == member.sandbox_id}
+                containers = sorted(found | ({member.container_id} if member.container_id else set()))
+                plan.dead_members.append((member.sandbox_id, containers))
                 reason = "a warm pool member; its server is gone"
                 plan.orphans.append(Leftover("pool-member", member.sandbox_id, member.sandbox_id, reason))
 
@@ -216,10 +220,10 @@ class Reconciler:
                 await self._quietly(self._engine.remove_volume(volume))
         for container_id in plan.stale_helper_rows:
             await self._helpers.delete(container_id)
-        for sandbox_id, member_container in plan.dead_members:
+        for sandbox_id, member_containers in plan.dead_members:
             log.warning("removing warm pool member %s: the server that made it is gone", sandbox_id)
-            if member_container:
-                await self._quietly(self._engine.remove(member_container))
+            for container_id in member_containers:
+                await self._quietly(self._engine.remove(container_id))
             for volume in (self._containers.agent_volume(sandbox_id), self._containers.volume_name(sandbox_id)):
                 await self._quietly(self._engine.remove_volume(volume))
             if self._pool is not None:

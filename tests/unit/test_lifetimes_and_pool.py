@@ -255,7 +255,10 @@ async def test_idle_lifetime_defaults_and_maxima_come_from_the_operator(tmp_path
         assert (never.idle_stop_after, never.delete_after) == (3600, 7200)
 
 
-async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(tmp_path: Path, engine: FakeEngine) -> None:
+@pytest.mark.parametrize("row_names_container", [True, False], ids=["recorded", "killed-while-making-it"])
+async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(
+    tmp_path: Path, engine: FakeEngine, row_names_container: bool
+) -> None:
     settings = settings_for(tmp_path, pool_size=1)
     async with open_services(settings, engine=engine) as services:
         await pool_ready(services, 1)
@@ -265,7 +268,9 @@ async def test_members_of_a_server_that_died_are_removed_by_the_next_pool(tmp_pa
             [member] = await store.pool.list()
             dead = member.__class__(**{**member.__dict__, "instance_id": "dead0000", "pid": 2**22 + 7})
             await store.pool.delete(member.sandbox_id)
-            await store.pool.insert(dead)
+            # Killed between the row and its container id: only the engine's label names it.
+            unnamed = dead.__class__(**{**dead.__dict__, "container_id": None})
+            await store.pool.insert(dead if row_names_container else unnamed)
         finally:
             await store.close()
         services.sandboxes.pool._stopped = True
