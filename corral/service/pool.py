@@ -71,6 +71,7 @@ class WarmPool:
         self._wanted = anyio.Event()
         self._scope = anyio.CancelScope()
         self._stopped = False
+        self._making: str | None = None  # the member _make is building (it cleans up after itself)
 
     def serves(self, rec: SandboxRecord) -> bool:
         limits = self._settings.limits
@@ -163,6 +164,7 @@ class WarmPool:
             rec.id, None, self.spec, self._instance, False, rec.created_at, socket.gethostname(), me, process_start(me)
         )
         await self._table.insert(member)
+        self._making = rec.id
         container_id = None
 
         async def made(new_id: str) -> None:
@@ -183,6 +185,8 @@ class WarmPool:
             with anyio.CancelScope(shield=True):
                 await self._discard(rec, container_id)
             raise
+        finally:
+            self._making = None
 
     async def _discard(self, rec: SandboxRecord, container_id: str | None) -> None:
         await self._builder.discard(rec, container_id)
@@ -194,4 +198,6 @@ class WarmPool:
         self._scope.cancel()
         with anyio.CancelScope(shield=True):
             for member in await self._table.list(self._instance):
+                if member.sandbox_id == self._making:
+                    continue  # the cancelled _make removes what it made itself (two removals collide)
                 await self._discard(self._member(member.sandbox_id), member.container_id)
