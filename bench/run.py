@@ -65,6 +65,26 @@ def reap(client: docker.DockerClient, owners: list[str]) -> int:
     return removed
 
 
+def reap_volumes(client: docker.DockerClient, owners: list[str], root: Path) -> int:
+    """Remove the run's volumes (Corral's sandboxes have named ones, which removing a container
+    leaves), then the disk images and loop devices of its data dirs."""
+    from corral.sandbox_backend.docker.disks import LoopDisks
+
+    removed = 0
+    for owner in owners:
+        for volume in client.volumes.list(filters={"label": f"{LABEL_NAMESPACE}.owner={owner}"}):
+            try:
+                volume.remove(force=True)
+                removed += 1
+            except docker.errors.APIError:
+                pass
+    for disks in root.glob("*/disks"):
+        own = LoopDisks(disks)
+        for name in own.names():
+            own.remove(name)
+    return removed
+
+
 def reap_networks(client: docker.DockerClient, owners: list[str]) -> None:
     """Remove the run's networks and the iptables rules of its data dirs (the egress benchmark's)."""
     from corral.sandbox_backend.firewall import IptablesFirewall
@@ -272,12 +292,20 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
         try:
             removed = reap(client, owners)
+            volumes = reap_volumes(client, owners, root)
             reap_networks(client, owners)
             remove_alias_image(client)
             left = sum(
                 len(client.containers.list(all=True, filters={"label": f"{LABEL_NAMESPACE}.owner={o}"})) for o in owners
             )
-            print(f"bench: removed {removed} container(s); {left} left with this run's labels", flush=True)
+            left_volumes = sum(
+                len(client.volumes.list(filters={"label": f"{LABEL_NAMESPACE}.owner={o}"})) for o in owners
+            )
+            print(
+                f"bench: removed {removed} container(s) and {volumes} volume(s); {left} container(s) and "
+                f"{left_volumes} volume(s) left with this run's labels",
+                flush=True,
+            )
         finally:
             shutil.rmtree(root, ignore_errors=True)
             client.close()
