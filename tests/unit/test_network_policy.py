@@ -1,5 +1,6 @@
 """Egress policy as values: allow entries, the addresses no sandbox may reach, decisions, proxy
-credentials, secret bindings and the operator's settings. No sockets beyond bind probes."""
+credentials, secret bindings and the operator's settings. No sockets beyond bind probes: the
+private, metadata and public addresses below are only parsed and classified, never connected to."""
 
 from __future__ import annotations
 

@@ -126,6 +126,7 @@ async def test_requests_outside_the_operators_settings_are_clear_errors(services
     with pytest.raises(InvalidRequest, match=offers):
         await services.sandboxes.create(network="internet")
     with pytest.raises(InvalidRequest, match="CORRAL_EGRESS_ALLOW_PRIVATE"):
+        # Refused while parsing the request: nothing is ever sent to this range.
         await services.sandboxes.create(network="allowlist", allow=["10.0.0.0/8"])
     with pytest.raises(InvalidRequest, match="allow only applies"):
         await services.sandboxes.create(allow=["pypi.org"])
