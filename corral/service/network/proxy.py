@@ -143,8 +143,11 @@ class EgressProxy:
         if server is None:
             return
         server.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:  # a cancelled connection cuts its relay and waits for its threads to let go
+            await asyncio.wait(tasks, timeout=5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 5)
 

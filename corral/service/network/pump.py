@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import socket
@@ -24,6 +25,8 @@ PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, spelled out for Pythons that lack the name
 CHUNK = 256 * 1024
 SPLICE = hasattr(os, "splice")
+
+log = logging.getLogger(__name__)
 
 
 def transport_of(writer: asyncio.StreamWriter) -> asyncio.Transport:
@@ -99,6 +102,12 @@ class Workers:
         self._idle = 0
         self._lock = threading.Lock()
 
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a job."""
+        with self._lock:
+            return self._idle
+
     def submit(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:
             spawn = self._idle == 0
@@ -109,6 +118,8 @@ class Workers:
             threading.Thread(target=self._work, name="corral-egress-pump", daemon=True).start()
 
     def _work(self) -> None:
+        # `_idle` counts threads that will take the next job; a thread that left while counted
+        # would strand every job given to it. So a job's failure never ends its thread.
         while True:
             try:
                 fn, args = self._jobs.get(timeout=self.IDLE)
@@ -120,9 +131,10 @@ class Workers:
                 continue
             try:
                 fn(*args)
-            finally:
-                with self._lock:
-                    self._idle += 1
+            except Exception:
+                log.exception("egress relay: a pump failed")
+            with self._lock:
+                self._idle += 1
 
 
 _WORKERS = Workers()
@@ -131,7 +143,10 @@ _WORKERS = Workers()
 class Relay:
     """Directions (src, dst) between connected sockets, each on its own thread."""
 
-    def __init__(self, directions: Sequence[tuple[socket.socket, socket.socket]]) -> None:
+    def __init__(
+        self, directions: Sequence[tuple[socket.socket, socket.socket]], workers: Workers | None = None
+    ) -> None:
+        self._workers = workers or _WORKERS
         self._directions = directions
         self._sockets = {id(s): s for pair in directions for s in pair}
         self._loop = asyncio.get_running_loop()
@@ -141,7 +156,7 @@ class Relay:
 
     def start(self) -> None:
         for src, dst in self._directions:
-            _WORKERS.submit(self._run, src, dst)
+            self._workers.submit(self._run, src, dst)
 
     def _run(self, src: socket.socket, dst: socket.socket) -> None:
         _pump(src, dst)
@@ -149,7 +164,9 @@ class Relay:
             self._left -= 1
             last = self._left == 0
         if last:
-            self._loop.call_soon_threadsafe(self._finish)
+            # The loop may be gone (a server shutting down does not wait for its relays).
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
         if not self._done.done():
