@@ -6,9 +6,12 @@ import codecs
 import os
 import threading
 import time
-from typing import IO
 
 from .rpc import Request
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import IO
 
 STREAMS = ("stdout", "stderr")
 FLUSH_INTERVAL = 0.25  # minimum spacing of `output` events per request

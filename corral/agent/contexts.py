@@ -10,12 +10,15 @@ import json
 import os
 import threading
 import time
-from typing import Any
 
 from .capture import FLUSH_INTERVAL, PIPE_GRACE, STREAMS, Capture, Progress, Sink
 from .driver import Driver, driver_argv
 from .errors import Failure
 from .rpc import Request
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 LANGUAGES = ("python", "javascript", "typescript", "bash")
 MAX_CONTEXTS = 64

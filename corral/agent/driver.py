@@ -11,28 +11,28 @@ import fcntl
 import json
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
-from typing import Any, Protocol
 
 from .errors import Failure
 from .spawn import kill_group, spawn
 from .util import log, start_thread
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class DriverOwner(Protocol):
+        def driver_output(self, driver: Driver, stream: str, data: bytes) -> None: ...
+        def driver_reply(self, driver: Driver, message: dict[str, Any]) -> None: ...
+        def driver_event(self, driver: Driver) -> None: ...
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_DRIVER_LINE = 48 * 1024 * 1024
 _SPAWN_LOCK = threading.Lock()  # driver spawns briefly create inheritable fds
-
-
-class DriverOwner(Protocol):
-    def driver_output(self, driver: Driver, stream: str, data: bytes) -> None: ...
-    def driver_reply(self, driver: Driver, message: dict[str, Any]) -> None: ...
-    def driver_event(self, driver: Driver) -> None: ...
 
 
 def drivers_dir() -> str:
@@ -41,6 +41,7 @@ def drivers_dir() -> str:
 
 
 def driver_argv(language: str) -> list[str]:
+    import shutil
     directory = drivers_dir()
     if language in ("javascript", "typescript"):
         node = shutil.which("node") or shutil.which("nodejs")
@@ -186,6 +187,7 @@ class Driver:
         self._owner.driver_event(self)
 
     def _io_loop(self) -> None:
+        import traceback
         fds = {self._stdout.fileno(): "stdout", self._stderr.fileno(): "stderr", self._reply: "reply"}
         lines = bytearray()
         sel = selectors.DefaultSelector()

@@ -16,10 +16,15 @@ import re
 import stat
 import sys
 import time
-from typing import Any, Callable, Iterator
 
 from .errors import Failure, os_failure
 from .util import file_type, write_all
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator
+
+    Matcher = Callable[[str, str], bool]
 
 SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv"})  # listed, never descended into
 SCAN_BUDGET = 25.0  # seconds of walking before the result is cut short
@@ -28,7 +33,6 @@ LARGE = 16 * 1024 * 1024  # files bigger than this are not searched
 BINARY_PROBE = 8192  # a NUL byte in the first this many bytes means binary
 MAX_LINE = 300  # matching lines are cut to this many characters
 
-Matcher = Callable[[str, str], bool]
 
 
 def clean(text: str) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from .bundle import agent_version
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL = 1
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .capture import DEFAULT_OUTPUT, MAX_OUTPUT
 from .contexts import LANGUAGES, Context
 from .errors import Failure
 from .params import DEFAULT_TIMEOUT, MAX_TIMEOUT, Params
 from .rpc import Request, op
 from .state import Agent
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_CODE = 4 * 1024 * 1024
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from typing import IO, Any
 
 from .capture import DEFAULT_OUTPUT, FLUSH_INTERVAL, MAX_OUTPUT, PIPE_GRACE, Progress, Sink, read_pipe
 from .errors import bad_request
@@ -15,6 +14,10 @@ from .spawn import check_cwd, default_shell, kill_group, merged_env, spawn
 from .state import Agent
 from .util import start_thread
 from .wire import MAX_FRAME
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 
 @op("exec", "argv", "shell", "cwd", "env", "stdin_b64", "timeout", "max_output", "stream")

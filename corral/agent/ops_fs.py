@@ -9,11 +9,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-from typing import Any
 
 from .bundle import launch_argv
 from .errors import KINDS, Failure, errno_kind, os_failure
@@ -23,6 +21,10 @@ from .rpc import Request, op
 from .spawn import kill_group, spawn
 from .state import Agent
 from .util import file_type
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_RESULTS = 10000
 SCAN_GRACE = 15.0  # beyond SCAN_BUDGET, for one slow file or match, before the scan is killed
@@ -70,6 +72,7 @@ def delete(path: str, recursive: bool) -> str:
 
 def remove_tree(path: str) -> None:
     """shutil.rmtree (never follows symlinks), collecting every error instead of stopping."""
+    import shutil
     errors: list[tuple[str, BaseException]] = []
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=lambda function, name, exc: errors.append((name, exc)))
@@ -94,6 +97,7 @@ def op_fs_move(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
 
 
 def move(src: str, dst: str, overwrite: bool) -> dict[str, Any]:
+    import shutil
     st = lstat_or_none(src)
     if st is None:
         raise Failure("not_found", f"nothing exists at {src}")
@@ -138,6 +142,7 @@ def move(src: str, dst: str, overwrite: bool) -> dict[str, Any]:
 def copy_regular(src: str, dst: str) -> None:
     """shutil.move's copy step, refusing what is not a regular file (a FIFO would block, a device
     never end) instead of copying its content."""
+    import shutil
     if not stat.S_ISREG(os.lstat(src).st_mode):
         raise OSError(errno.EINVAL, "not a regular file, directory or symlink; not moved", src)
     shutil.copy2(src, dst, follow_symlinks=False)

@@ -13,12 +13,15 @@ import codecs
 import os
 import stat
 import time
-from typing import Any
 
 from .errors import Failure, bad_request, os_failure
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 CHUNK = 1024 * 1024
 SNIFF = 8192  # bytes looked at to tell text from binary (NUL, or not UTF-8), as git and grep do

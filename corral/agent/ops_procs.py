@@ -7,7 +7,6 @@ import os
 import selectors
 import signal
 import time
-from typing import Any
 
 from .capture import DEFAULT_OUTPUT
 from .errors import Failure, bad_request, os_failure
@@ -16,6 +15,10 @@ from .procs import pid_alive
 from .rpc import Request, op
 from .spawn import check_cwd
 from .state import Agent
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 STDIN_WRITE_TIMEOUT = 10.0
 MAX_PROC_WAIT = 60.0

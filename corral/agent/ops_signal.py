@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .errors import Failure, bad_request
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @op("signal", "pid", "signal")

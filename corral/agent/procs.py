@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from typing import Any
 
 from .bundle import launch_argv
 from .errors import Failure, bad_request, os_failure
@@ -34,6 +32,10 @@ from .util import (
     write_all,
     write_json_atomic,
 )
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 WAITER_START_TIMEOUT = 30.0
 
@@ -138,6 +140,7 @@ class ProcStore:
         return procs
 
     def start(self, command: str, cwd: str, env: dict[str, str] | None) -> dict[str, Any]:
+        import shutil
         ensure_private_dir(os.path.dirname(self.dir))
         ensure_private_dir(self.dir)
         while True:

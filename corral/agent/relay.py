@@ -16,11 +16,14 @@ import selectors
 import socket
 import sys
 import time
-from typing import Any
 
 from .bundle import agent_version, launch_argv
 from .util import acquire_lock, agent_dir, ensure_private_dir, log, tail_of_file, write_all
 from .wire import FrameReader, ProtocolError, encode_frame
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 DAEMON_LOCK_WAIT = 10.0
 DAEMON_START_TIMEOUT = 20.0

@@ -10,9 +10,12 @@ import stat
 import sys
 import threading
 import time
-from typing import IO, Any, Callable
 
 from .bundle import DEFAULT_AGENT_DIR, DEFAULT_DATA_DIR
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable
 
 
 def token(nbytes: int) -> str:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import queue
 import threading
-import traceback
-from typing import Any, Callable
 
 from .util import log
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Task = Callable[[], Any]
+
 IDLE_SECONDS = 30.0
 
-Task = Callable[[], Any]
 
 _tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
 _lock = threading.Lock()
@@ -36,6 +39,7 @@ def run_soon(task: Task, name: str = "worker") -> None:
 
 
 def _work(task: Task) -> None:
+    import traceback
     global _idle
     while True:
         try:

@@ -72,3 +72,29 @@ def test_the_installed_bundle_is_root_owned_read_only_and_runs_by_absolute_path(
     assert argv[0] == sys.executable and argv[1] == "-I"  # no PATH lookup, no user site or cwd imports
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert done.stdout.strip() == AGENT_VERSION, done.stderr
+
+
+def test_the_installed_bundle_runs_from_the_bytecode_it_ships(tmp_path: Path) -> None:
+    """The sandbox user cannot write the installed code's __pycache__, so the tar carries the
+    bytecode: a daemon, relay or driver start compiles nothing. Proof: with every source of the
+    installed tree broken, the agent still starts (Python loads the shipped .pyc files)."""
+    import io
+    import subprocess
+    import tarfile
+
+    from corral.agent.bundle import AGENT_VERSION, install_tar, installed_argv
+
+    with tarfile.open(fileobj=io.BytesIO(install_tar())) as archive:
+        names = archive.getnames()
+        archive.extractall(tmp_path, filter="data")
+    package = tmp_path / "agent" / f"v-{AGENT_VERSION}" / "corral_agent"
+    tag = sys.implementation.cache_tag
+    sources = [p for p in package.rglob("*.py")]
+    for source in sources:
+        relative = source.relative_to(tmp_path).as_posix()
+        cached = f"{relative.rpartition('/')[0]}/__pycache__/{source.stem}.{tag}.pyc"
+        assert cached in names, f"{relative} ships without bytecode"
+        source.write_text("raise SystemExit('compiled from source')\n")
+    argv = installed_argv("version", python=sys.executable, root=str(tmp_path / "agent"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.stdout.strip() == AGENT_VERSION, done.stderr
