@@ -22,14 +22,23 @@ from . import (  # noqa: F401
 )
 from .bundle import agent_version
 from .driver import reserve_low_fds
-from .relay import DAEMON_LOCK_WAIT
+from .relay import DAEMON_ADDED, DAEMON_LOCK_WAIT, DAEMON_MALLOC
 from .rpc import Connection
 from .state import Agent
 from .util import acquire_lock, agent_dir, ensure_private_dir, log, start_thread
 from .wire import FdStream, SocketStream
 
 
+def forget_malloc_settings() -> None:
+    """The malloc settings the daemon was started with are its own: processes it starts get the
+    sandbox's environment as it was (they are read once, when the process starts)."""
+    for key in os.environ.pop(DAEMON_ADDED, "").split(","):
+        if key in DAEMON_MALLOC:
+            os.environ.pop(key, None)
+
+
 def daemon_main() -> int:
+    forget_malloc_settings()
     directory = ensure_private_dir(agent_dir())
     reserve_low_fds()
     lock_fd = acquire_lock(os.path.join(directory, "daemon.lock"), DAEMON_LOCK_WAIT)

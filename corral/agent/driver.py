@@ -41,9 +41,10 @@ def drivers_dir() -> str:
 
 
 def driver_argv(language: str) -> list[str]:
-    import shutil
     directory = drivers_dir()
     if language in ("javascript", "typescript"):
+        import shutil
+
         node = shutil.which("node") or shutil.which("nodejs")
         if node is None:
             raise Failure("not_found", f"{language} needs node, which is not installed in this sandbox")
@@ -187,7 +188,6 @@ class Driver:
         self._owner.driver_event(self)
 
     def _io_loop(self) -> None:
-        import traceback
         fds = {self._stdout.fileno(): "stdout", self._stderr.fileno(): "stderr", self._reply: "reply"}
         lines = bytearray()
         sel = selectors.DefaultSelector()
@@ -204,6 +204,8 @@ class Driver:
                     else:
                         self._read_output(sel, key.fd, key.data)
         except Exception:
+            import traceback
+
             log(f"driver {self.pid} I/O loop failed:\n{traceback.format_exc()}")
             kill_group(self.pid)
         finally:

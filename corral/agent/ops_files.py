@@ -254,7 +254,6 @@ HASH_LIMIT = 1 << 30  # files bigger than this are not hashed (sha256 is null)
 
 def read_summary(req: Request, path: str, want_hash: bool, head: int) -> dict[str, Any]:
     """The first `head` bytes (raw, as `bytes`) and the sha256 of the whole file, in one pass."""
-    import hashlib
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
@@ -264,6 +263,8 @@ def read_summary(req: Request, path: str, want_hash: bool, head: int) -> dict[st
         if want_hash:
             out["sha256"] = None
             if os.fstat(fd).st_size <= HASH_LIMIT:
+                import hashlib  # OpenSSL: only for the reads that summarise a binary file
+
                 digest = hashlib.sha256()
                 buf = bytearray(1 << 20)
                 view = memoryview(buf)

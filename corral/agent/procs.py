@@ -140,7 +140,6 @@ class ProcStore:
         return procs
 
     def start(self, command: str, cwd: str, env: dict[str, str] | None) -> dict[str, Any]:
-        import shutil
         ensure_private_dir(os.path.dirname(self.dir))
         ensure_private_dir(self.dir)
         while True:
@@ -173,6 +172,8 @@ class ProcStore:
             return {"proc_id": proc_id, "pid": reply["pid"]}
         detail = tail_of_file(os.path.join(directory, "waiter.log"), 2000)
         kill_group(waiter.pid)
+        import shutil
+
         shutil.rmtree(directory, ignore_errors=True)
         if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
             error = reply["error"]

@@ -65,7 +65,6 @@ class Request:
         hook()
 
     def cancel(self) -> None:
-        import traceback
         with self._lock:
             if self.cancelled.is_set():
                 return
@@ -75,6 +74,8 @@ class Request:
             try:
                 hook()
             except Exception:
+                import traceback  # only here: every idle daemon would carry it (~0.5 MiB)
+
                 log("cancel hook failed:\n" + traceback.format_exc())
 
     def check_cancelled(self) -> None:
@@ -206,7 +207,6 @@ class Connection:
             self._active.pop(rid, None)
 
     def _execute(self, request: Request, msg: dict[str, Any]) -> None:
-        import traceback
         try:
             entry = OPS.get(request.op) if isinstance(request.op, str) else None
             if entry is None or not isinstance(request.op, str):
@@ -217,6 +217,8 @@ class Connection:
         except Failure as failure:
             request.finish_error(failure.kind, failure.message, failure.field)
         except Exception as exc:
+            import traceback
+
             log(f"request {request.id} ({request.op}) failed:\n{traceback.format_exc()}")
             request.finish_error("internal", f"{type(exc).__name__}: {exc}")
         finally:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 MAX_FRAME = 16 * 1024 * 1024
 SMALL_CHUNK = 64 * 1024
-BIG_CHUNK = 1 << 20
 BINARY = 0x80000000  # flag in the length of a binary frame
 BYTES_FIELD = "bytes"  # the field a binary frame's raw bytes travel in
 _HEADER = struct.Struct(">I")
@@ -50,7 +49,7 @@ def encode_frame(obj: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _parse_object(body: bytes) -> dict[str, Any]:
+def _parse_object(body: bytes | bytearray) -> dict[str, Any]:
     try:
         msg = json.loads(body.decode("utf-8"))
     except ValueError as exc:
@@ -61,30 +60,51 @@ def _parse_object(body: bytes) -> dict[str, Any]:
 
 
 class FrameReader:
-    def __init__(self, recv: Callable[[int], bytes], recv_into: Callable[[bytearray], int] | None = None) -> None:
+    def __init__(self, recv: Callable[[int], bytes], recv_into: Callable[[memoryview], int] | None = None) -> None:
         self._recv = recv
         self._recv_into = recv_into
         self._buf = bytearray()
-        # With recv_into, one reused buffer: allocating a fresh one per read costs page faults
-        # under gVisor. It starts small (a connection that only ever carries small frames keeps
-        # 64 KiB, not 1 MiB, in every sandbox) and grows to 1 MiB for the first big frame.
+        # With recv_into, one small reused buffer for headers and small frames (allocating one per
+        # read costs page faults under gVisor); a big frame is read straight into its own buffer.
         self._chunk = bytearray(SMALL_CHUNK) if recv_into is not None else bytearray()
+        self._chunk_view = memoryview(self._chunk)
 
     def _fill(self, n: int) -> bool:
         while len(self._buf) < n:
             if self._recv_into is not None:
-                if n - len(self._buf) > SMALL_CHUNK and len(self._chunk) < BIG_CHUNK:
-                    self._chunk = bytearray(BIG_CHUNK)
-                got = self._recv_into(self._chunk)
+                got = self._recv_into(self._chunk_view)
                 if not got:
                     return False
-                self._buf += memoryview(self._chunk)[:got]
+                self._buf += self._chunk_view[:got]
                 continue
             chunk = self._recv(max(65536, min(n - len(self._buf), 1 << 20)))
             if not chunk:
                 return False
             self._buf += chunk
         return True
+
+    def _body(self, length: int) -> bytes | bytearray:
+        """The `length` bytes after the 4-byte header at the front of the buffer."""
+        buffered = len(self._buf) - 4
+        if self._recv_into is None or length - buffered <= SMALL_CHUNK:
+            if not self._fill(4 + length):
+                raise ProtocolError("stream ended inside a frame")
+            body = bytes(self._buf[4 : 4 + length])
+            del self._buf[: 4 + length]
+            return body
+        # Received in place, sized once: growing a buffer 64 KiB at a time re-copies the frame and
+        # faults in fresh pages on every step, which under gVisor cost a 1 MiB write_file ~3 ms.
+        frame = bytearray(length)
+        view = memoryview(frame)
+        view[:buffered] = memoryview(self._buf)[4:]
+        self._buf.clear()
+        filled = buffered
+        while filled < length:
+            got = self._recv_into(view[filled:])
+            if not got:
+                raise ProtocolError("stream ended inside a frame")
+            filled += got
+        return frame
 
     def read(self) -> dict[str, Any] | None:
         """Next frame as a dict, or None on a clean end of stream."""
@@ -97,10 +117,7 @@ class FrameReader:
         length &= ~BINARY
         if length > MAX_FRAME:
             raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} byte limit")
-        if not self._fill(4 + length):
-            raise ProtocolError("stream ended inside a frame")
-        body = bytes(self._buf[4 : 4 + length])
-        del self._buf[: 4 + length]
+        body = self._body(length)
         if not binary:
             return _parse_object(body)
         (size,) = _HEADER.unpack(body[:4]) if length >= 4 else (length + 1,)
@@ -109,7 +126,7 @@ class FrameReader:
         msg = _parse_object(body[4 : 4 + size])
         if BYTES_FIELD in msg:
             raise ProtocolError(f"binary frame whose JSON has a '{BYTES_FIELD}' field")
-        msg[BYTES_FIELD] = body[4 + size :]
+        msg[BYTES_FIELD] = bytes(memoryview(body)[4 + size :])
         return msg
 
 
@@ -119,7 +136,7 @@ class Stream:
     def recv(self, n: int) -> bytes:
         raise NotImplementedError
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: memoryview) -> int:
         data = self.recv(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -141,7 +158,7 @@ class SocketStream(Stream):
     def recv(self, n: int) -> bytes:
         return self._sock.recv(n)
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: memoryview) -> int:
         return self._sock.recv_into(buffer)
 
     def write(self, data: bytes) -> None:
@@ -182,7 +199,7 @@ class FdStream(Stream):
     def recv(self, n: int) -> bytes:
         return os.read(self._rfd, n) if self._readable() else b""
 
-    def recv_into(self, buffer: bytearray) -> int:
+    def recv_into(self, buffer: memoryview) -> int:
         return os.readv(self._rfd, [buffer]) if self._readable() else 0
 
     def shutdown(self) -> None:

@@ -39,12 +39,13 @@ def run_soon(task: Task, name: str = "worker") -> None:
 
 
 def _work(task: Task) -> None:
-    import traceback
     global _idle
     while True:
         try:
             task()
         except Exception:
+            import traceback
+
             log("worker task failed:\n" + traceback.format_exc())
         task = None  # type: ignore[assignment]  # let what it held go while we wait
         with _lock:

@@ -94,7 +94,10 @@ class FakeContainer:
 class FakeAgent(ExecStream):
     """The agent end of one exec stream. `ops` maps op names to handlers; `hello` is built in."""
 
-    def __init__(self, container: FakeContainer, ops: Mapping[str, AgentOp], version: str) -> None:
+    def __init__(
+        self, container: FakeContainer, ops: Mapping[str, AgentOp], version: str, engine: FakeEngine | None = None
+    ) -> None:
+        self._engine = engine
         self._container = container
         self._ops = ops
         self._version = version
@@ -163,6 +166,11 @@ class FakeAgent(ExecStream):
         rid, op = frame.get("id"), frame.get("op")
         params = {k: v for k, v in frame.items() if k not in ("id", "op")}
         if op == "hello":
+            gate = self._engine.hello_gate if self._engine is not None else None
+            if gate is not None and not gate.is_set():
+                assert self._engine is not None
+                self._engine.hello_held.set()
+                await gate.wait()
             self._emit({"id": rid, "event": "result", **self._hello()})
             return
         if op == "prepare_checkpoint" and op not in self._ops:
@@ -233,6 +241,9 @@ class FakeEngine:
         self.runtime_names: set[str] = set(runtimes)
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
+        # While set and not yet set off, agents hold their answer to `hello` (a slow agent start).
+        self.hello_gate: anyio.Event | None = None
+        self.hello_held = anyio.Event()  # set once an agent holds its hello at the gate
         self.calls: list[tuple[str, str]] = []
         self.execs: list[tuple[list[str], dict[str, str]]] = []  # exec_collect's (argv, env)
         self.reachable = True
@@ -440,7 +451,7 @@ class FakeEngine:
         container = self._get(container_id, "attach to container")
         if container.status != "running":
             raise BackendError(f"attach to container: Docker refused: container {container_id[:12]} is not running")
-        agent = FakeAgent(container, self.agent_ops, self.agent_version or agent_version())
+        agent = FakeAgent(container, self.agent_ops, self.agent_version or agent_version(), self)
         self.agents[agent.exec_id] = agent
         return agent
 

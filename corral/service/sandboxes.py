@@ -314,7 +314,7 @@ class SandboxService:
             assert container_id is not None
             await self._engine.start(container_id)
             rec = rec.with_(container_id=container_id, status="running")
-            await self._agents.get(rec)
+            await self._agents.started(rec)
             await self._table.update(rec.id, status="running")
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -273,3 +273,47 @@ async def test_tools_over_mcp_against_the_fake_engine(settings: Settings) -> Non
         assert "invalid sandbox name" in await call_error(client, "create_sandbox", name="Bad Name!")
         assert (await call_ok(client, "delete_sandbox", sandbox="mcp-box"))["deleted"] is True
         assert "no sandbox with id or name 'mcp-box'" in await call_error(client, "get_sandbox", sandbox="mcp-box")
+
+
+async def test_a_cold_create_of_an_image_run_before_returns_while_its_agent_starts(
+    services: Services, engine: FakeEngine
+) -> None:
+    await services.sandboxes.create()  # the server has now run the agent in this image
+    engine.hello_gate = anyio.Event()
+    engine.agent_ops["exec"] = lambda params: {"exit_code": 0, "stdout": "ok\n"}
+    with anyio.fail_after(10):
+        rec = await services.sandboxes.create()  # its agent holds its hello
+        await engine.hello_held.wait()
+    assert (await services.sandboxes.get(rec.id)).status == "running"
+    answers: list[str] = []
+
+    async def first_call() -> None:
+        result = await services.execution.run_command(rec.id, "echo ok")
+        answers.append(result.stdout)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_call)
+            await anyio.wait_all_tasks_blocked()
+            assert answers == []  # the first call waits for the agent, then runs
+            engine.hello_gate.set()
+    assert answers == ["ok\n"]
+
+
+async def test_a_cold_create_of_an_image_never_run_here_waits_for_its_agent(
+    services: Services, engine: FakeEngine
+) -> None:
+    engine.hello_gate = anyio.Event()
+    created: list[SandboxRecord] = []
+
+    async def create() -> None:
+        created.append(await services.sandboxes.create())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create)
+            await engine.hello_held.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert created == []  # a missing python3 would fail this create, with the reason
+            engine.hello_gate.set()
+    assert created[0].status == "running"
