@@ -18,4 +18,5 @@ Protocol, modes and layout: docs/agent-protocol.md. Module map:
     procs       background process spools and the proc-waiter
     contexts    interpreter contexts              driver   one interpreter driver process
     fsscan      search/find, run in a child process (fs-scan)
+    inbox       payloads the host staged in the agent volume instead of sending them inline
 """

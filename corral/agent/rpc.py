@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from .errors import Failure, bad_request
+from .inbox import load_staged
 from .params import Params, short
 from .util import log
 from .wire import MAX_FRAME, FrameReader, ProtocolError, Stream, encode_frame
@@ -212,6 +213,8 @@ class Connection:
             if entry is None or not isinstance(request.op, str):
                 raise bad_request(f"unknown op {short(request.op)}")
             handler, fields = entry
+            if "staged" in msg:
+                msg = load_staged(msg, fields)
             result = handler(self.agent, request, Params(request.op, msg, fields))
             request.finish_result(result or {})
         except Failure as failure:

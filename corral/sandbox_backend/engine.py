@@ -319,6 +319,11 @@ class Engine(Protocol):
         must be gone first."""
         ...
 
+    async def volume_dir(self, name: str) -> str | None:
+        """Where this host sees the files of a volume without a size limit (a plain directory of the
+        engine's), or None when it cannot (another kind of volume, an engine on another host)."""
+        ...
+
     async def list_volumes(self, label: str) -> list[VolumeInfo]:
         """Every volume carrying `label` ("key=value"), and every piece of backing storage whose
         volume is gone (so nothing a crash left behind goes unseen)."""

@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -58,10 +59,11 @@ AgentOp = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 class FakeAgentError(Exception):
     """Raise from an op handler to answer with an agent error frame of `kind`."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.field = field
 
 
 @dataclass
@@ -188,7 +190,8 @@ class FakeAgent(ExecStream):
             if not isinstance(result, dict):
                 result = await result
         except FakeAgentError as exc:
-            self._emit({"id": rid, "event": "error", "error": {"type": exc.kind, "message": exc.message}})
+            error = {"type": exc.kind, "message": exc.message, **({"field": exc.field} if exc.field else {})}
+            self._emit({"id": rid, "event": "error", "error": error})
             return
         self._emit({"id": rid, "event": "result", **result})
 
@@ -242,6 +245,7 @@ class FakeEngine:
         self.agent_ops: dict[str, AgentOp] = dict(agent_ops or {})
         self.agent_version = agent_version
         # While set and not yet set off, agents hold their answer to `hello` (a slow agent start).
+        self.volume_root: Path | None = None  # set: plain volumes are directories under it (volume_dir)
         self.hello_gate: anyio.Event | None = None
         self.hello_held = anyio.Event()  # set once an agent holds its hello at the gate
         self.calls: list[tuple[str, str]] = []
@@ -500,6 +504,14 @@ class FakeEngine:
             raise BackendError(f"remove volume {name}: Docker refused: volume is in use by {users}")
         self.volumes.pop(name, None)
         self.stray_disks.discard(name)
+
+    async def volume_dir(self, name: str) -> str | None:
+        self._enter("volume_dir", name)
+        if name not in self.volumes or self.volume_root is None or self.volumes[name].size_bytes is not None:
+            return None
+        path = self.volume_root / name
+        path.mkdir(exist_ok=True)
+        return str(path)
 
     async def list_volumes(self, label: str) -> list[VolumeInfo]:
         self._enter("list_volumes", label)

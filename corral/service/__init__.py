@@ -100,7 +100,7 @@ async def open_services(
     try:
         async with anyio.create_task_group() as tg:
             containers = Containers(settings, engine, store.helpers)
-            agents = AgentPool(engine, tg)
+            agents = AgentPool(engine, tg, containers.agent_volume)
 
             async def sandbox_ids() -> set[str]:
                 return {rec.id for rec in await store.sandboxes.list()}

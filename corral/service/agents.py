@@ -34,6 +34,7 @@ from corral.errors import (
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentChannelError, AgentError
 from corral.sandbox_backend.engine import ContainerInfo, Engine
 from corral.sandbox_backend.store import SandboxRecord
+from corral.service.inbox import STAGE_MIN, Staged, stage
 from corral.service.replies import check_reply
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ _IDEMPOTENT_OPS = frozenset({"hello", "read_file", "list_files", "stat", "contex
 
 
 class AgentPool:
-    def __init__(self, engine: Engine, tg: TaskGroup) -> None:
+    def __init__(self, engine: Engine, tg: TaskGroup, agent_volume: Callable[[str], str] | None = None) -> None:
         self._engine = engine
         self._tg = tg
+        self._agent_volume = agent_volume  # sandbox id -> its agent volume (service/inbox.py)
+        self._inbox: dict[str, str | None] = {}  # sandbox id -> that volume's directory here, or None
+        self.staged = 0  # payloads that reached an agent through its inbox
         self._channels: dict[str, AgentChannel] = {}
         self._exec_ids: dict[str, str] = {}  # the exec that carries each channel (its relay)
         self._locks: dict[str, anyio.Lock] = {}
@@ -245,6 +249,51 @@ class AgentPool:
         timeout: float | None = None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
+        """Send a request and return its validated reply; a big `bytes` payload goes through the
+        sandbox's inbox (service/inbox.py), or inline when the agent could not read it there."""
+        staged = await self._stage(rec, params)
+        if staged is not None:
+            inline = {k: v for k, v in params.items() if k != "bytes"}
+            try:
+                return await self._request(rec, op, {**inline, "staged": staged.name}, timeout, on_event)
+            except AgentRefused as exc:
+                if exc.field != "staged":
+                    raise
+                log.warning("sandbox %s: the agent could not read a staged payload (%s); sending inline", rec.id, exc)
+                self._inbox[rec.id] = None
+            finally:
+                staged.remove()
+        return await self._request(rec, op, params, timeout, on_event)
+
+    async def _stage(self, rec: SandboxRecord, params: dict[str, Any]) -> Staged | None:
+        data = params.get("bytes")
+        if not isinstance(data, bytes) or len(data) < STAGE_MIN or self._agent_volume is None:
+            return None
+        if rec.id not in self._inbox:
+            try:
+                self._inbox[rec.id] = await self._engine.volume_dir(self._agent_volume(rec.id))
+            except CorralError:
+                self._inbox[rec.id] = None
+        directory = self._inbox[rec.id]
+        if directory is None:
+            return None
+        try:
+            staged = await anyio.to_thread.run_sync(stage, directory, data)
+        except OSError as exc:
+            log.info("sandbox %s: payloads go inline (cannot write its inbox: %s)", rec.id, exc)
+            self._inbox[rec.id] = None
+            return None
+        self.staged += 1
+        return staged
+
+    async def _request(
+        self,
+        rec: SandboxRecord,
+        op: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        on_event: Callable[[dict[str, Any]], Awaitable[None]] | None,
+    ) -> dict[str, Any]:
         """Send a request and return its validated reply. A broken channel is dropped (the next call
         reconnects to the same daemon, which keeps its state); read-only requests are retried on the
         new channel; a sandbox that stopped under the request is reported as such."""
@@ -313,6 +362,7 @@ class AgentPool:
         return crash_error(rec, op, info) if info is not None and not info.running else None
 
     async def drop(self, sandbox_id: str) -> None:
+        self._inbox.pop(sandbox_id, None)
         connecting = self._connecting.pop(sandbox_id, None)
         if connecting is not None:
             connecting.cancel()

@@ -157,3 +157,31 @@ async def test_missing_files_and_directories_are_explained(client: Client, sandb
 async def test_oversized_writes_are_refused(client: Client, sandbox: str) -> None:
     message = await call_error(client, "write_file", sandbox=sandbox, path="big.txt", content="x" * (9 * 1024 * 1024))
     assert "limit is" in message
+
+
+async def test_big_writes_pass_through_an_inbox_the_sandbox_cannot_write(client: Client, sandbox: str) -> None:
+    import os
+    from pathlib import Path
+
+    import docker
+
+    from corral.service.containers import LABEL_ROLE, LABEL_SANDBOX
+
+    data = os.urandom(1024 * 1024)
+    encoded = base64.b64encode(data).decode()
+    await call_ok(client, "write_file", sandbox=sandbox, path="inbox.bin", content=encoded, encoding="base64")
+    digest = (await call_ok(client, "run_command", sandbox=sandbox, command="sha256sum inbox.bin"))["stdout"]
+    assert digest.split()[0] == hashlib.sha256(data).hexdigest()
+    # The host staged the payload in the sandbox's agent volume (the inbox exists) and removed it.
+    api = docker.from_env().api
+    try:
+        (volume,) = api.volumes(filters={"label": [f"{LABEL_SANDBOX}={sandbox}", f"{LABEL_ROLE}=agent"]})["Volumes"]
+    finally:
+        api.close()
+    inbox = Path(volume["Mountpoint"]) / "inbox"
+    assert inbox.is_dir() and list(inbox.iterdir()) == []
+    # Sandbox code can neither add nor replace anything there.
+    tried = await call_ok(
+        client, "run_command", sandbox=sandbox, command="touch /opt/corral/inbox/x; ln -s /etc /opt/corral/inbox/y"
+    )
+    assert tried["exit_code"] != 0 and list(inbox.iterdir()) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -420,6 +421,19 @@ class DockerEngine:
             self._disks.remove(name)
 
         await self._run(f"remove volume {name}", remove)
+
+    async def volume_dir(self, name: str) -> str | None:
+        def inspect() -> str | None:
+            try:
+                info = self._client.api.inspect_volume(name)
+            except docker.errors.NotFound:
+                return None
+            path = info.get("Mountpoint")
+            if info.get("Driver") != "local" or info.get("Options") or not isinstance(path, str):
+                return None
+            return path if os.path.isdir(path) else None  # not there: the engine is on another host
+
+        return await self._run(f"inspect volume {name}", inspect)
 
     async def list_volumes(self, label: str) -> list[VolumeInfo]:
         disks = self._disks
