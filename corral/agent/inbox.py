@@ -1,8 +1,10 @@
-"""Payloads the host put in the agent volume's inbox instead of sending them inline.
+"""Payloads that cross as files instead of on the exec stream (docs/agent-protocol.md, "Staged
+payloads"): a MiB costs ~0.5-2 ms that way under gVisor, several on the stream.
 
-A request may name a file there (`staged`) in place of its `bytes` (docs/agent-protocol.md, "Staged
-payloads"): a MiB read from it costs ~0.5 ms under gVisor, a MiB on the exec stream several. The
-directory is root's, so only the host writes it; the host removes the file once it has the reply.
+In: a request may name a file the host put in the agent volume's inbox (`staged`) in place of its
+`bytes`; the directory is root's, so only the host writes it, and the host removes the file once it
+has the reply. Out: a request may name a file (`outbox`) for the bytes of its reply, which go to
+/workspace/.corral/outbox/ (the sandbox's own disk and limit); the host reads and removes it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 
-from .bundle import AGENT_MOUNT
+from .bundle import AGENT_MOUNT, DEFAULT_DATA_DIR
 from .errors import Failure
+from .util import write_all
 from .wire import MAX_FRAME
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAME = re.compile(r"^[0-9a-f]{32}$")
+STAGE_MIN = 256 * 1024  # the host's threshold too (service/inbox.py)
+STALE_SECONDS = 300.0  # outbox files of requests whose host went away
 
 
 def inbox_dir() -> str:
@@ -60,3 +66,42 @@ def load_staged(msg: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     out = {k: v for k, v in msg.items() if k != "staged"}
     out["bytes"] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return out
+
+
+def outbox_dir() -> str:
+    # Tests point it elsewhere; the host looks for it at .corral/outbox of the /workspace volume.
+    return os.environ.get("CORRAL_AGENT_OUTBOX") or os.path.join(DEFAULT_DATA_DIR, "outbox")
+
+
+def stage_reply(result: dict[str, Any], name: object) -> dict[str, Any]:
+    """`result` with its `bytes` moved to the outbox file `name` (replaced by their count in
+    `outbox`); unchanged when they are small or cannot be written there (a full disk, say)."""
+    data = result.get("bytes")
+    if not isinstance(name, str) or not NAME.match(name) or not isinstance(data, (bytes, bytearray)):
+        return result
+    if len(data) < STAGE_MIN:
+        return result
+    directory = outbox_dir()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        drop_stale(directory)
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError:
+        return result
+    staged = {k: v for k, v in result.items() if k != "bytes"}
+    staged["outbox"] = len(data)
+    return staged
+
+
+def drop_stale(directory: str) -> None:
+    now = time.time()
+    for entry in os.scandir(directory):
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                os.unlink(entry.path)
+        except OSError:
+            pass

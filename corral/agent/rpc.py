@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 from .errors import Failure, bad_request
-from .inbox import load_staged
+from .inbox import load_staged, stage_reply
 from .params import Params, short
 from .util import log
 from .wire import MAX_FRAME, FrameReader, ProtocolError, Stream, encode_frame
@@ -213,10 +213,11 @@ class Connection:
             if entry is None or not isinstance(request.op, str):
                 raise bad_request(f"unknown op {short(request.op)}")
             handler, fields = entry
+            outbox = msg.pop("outbox", None)
             if "staged" in msg:
                 msg = load_staged(msg, fields)
-            result = handler(self.agent, request, Params(request.op, msg, fields))
-            request.finish_result(result or {})
+            result = handler(self.agent, request, Params(request.op, msg, fields)) or {}
+            request.finish_result(stage_reply(result, outbox) if outbox is not None else result)
         except Failure as failure:
             request.finish_error(failure.kind, failure.message, failure.field)
         except Exception as exc:

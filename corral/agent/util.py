@@ -85,7 +85,7 @@ def start_thread(target: Callable[..., object], *args: object, name: str = "work
     return thread
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -320,8 +320,8 @@ class Engine(Protocol):
         ...
 
     async def volume_dir(self, name: str) -> str | None:
-        """Where this host sees the files of a volume without a size limit (a plain directory of the
-        engine's), or None when it cannot (another kind of volume, an engine on another host)."""
+        """Where this host sees the files of a volume (for one with a size limit: while a container
+        has it mounted), or None when it cannot (another kind of volume, an engine on another host)."""
         ...
 
     async def list_volumes(self, label: str) -> list[VolumeInfo]:

@@ -507,7 +507,7 @@ class FakeEngine:
 
     async def volume_dir(self, name: str) -> str | None:
         self._enter("volume_dir", name)
-        if name not in self.volumes or self.volume_root is None or self.volumes[name].size_bytes is not None:
+        if name not in self.volumes or self.volume_root is None:
             return None
         path = self.volume_root / name
         path.mkdir(exist_ok=True)

@@ -14,6 +14,7 @@ the error says so, with the limit and what to do, and the next call starts it ag
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,15 +35,21 @@ from corral.errors import (
 from corral.sandbox_backend.agent_channel import AgentChannel, AgentChannelError, AgentError
 from corral.sandbox_backend.engine import ContainerInfo, Engine
 from corral.sandbox_backend.store import SandboxRecord
-from corral.service.inbox import STAGE_MIN, Staged, stage
+from corral.service.inbox import STAGE_MIN, Staged, Staging, collect, stage
 from corral.service.replies import check_reply
 
 log = logging.getLogger(__name__)
+
+
+class StagingFailed(Exception):
+    """A reply's staged bytes could not be collected; the request is asked again inline."""
 
 HELLO_TIMEOUT = 30.0
 RELAY_EXIT_TIMEOUT = 10.0
 # Where images keep python3; looked up by absolute path, never through the sandbox's PATH.
 PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+_OUTBOX_OPS = frozenset({"read_file"})  # read-only: asked again inline if its staged reply fails
+MAX_STAGED = 8 * MIB  # no reply carries more bytes (replies.ReadReply)
 _NO_PROGRAM = (126, 127)  # docker exec: the program could not be run / was not found
 
 # Agent error types that are the agent's own trouble, not the request's (docs/agent-protocol.md).
@@ -102,9 +109,7 @@ class AgentPool:
     def __init__(self, engine: Engine, tg: TaskGroup, agent_volume: Callable[[str], str] | None = None) -> None:
         self._engine = engine
         self._tg = tg
-        self._agent_volume = agent_volume  # sandbox id -> its agent volume (service/inbox.py)
-        self._inbox: dict[str, str | None] = {}  # sandbox id -> that volume's directory here, or None
-        self.staged = 0  # payloads that reached an agent through its inbox
+        self.staging = Staging(engine, agent_volume)  # big payloads as files (service/inbox.py)
         self._channels: dict[str, AgentChannel] = {}
         self._exec_ids: dict[str, str] = {}  # the exec that carries each channel (its relay)
         self._locks: dict[str, anyio.Lock] = {}
@@ -249,8 +254,8 @@ class AgentPool:
         timeout: float | None = None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """Send a request and return its validated reply; a big `bytes` payload goes through the
-        sandbox's inbox (service/inbox.py), or inline when the agent could not read it there."""
+        """Send a request and return its validated reply. Big payloads cross as files where they
+        can (service/inbox.py); whenever that fails, on the stream."""
         staged = await self._stage(rec, params)
         if staged is not None:
             inline = {k: v for k, v in params.items() if k != "bytes"}
@@ -259,32 +264,43 @@ class AgentPool:
             except AgentRefused as exc:
                 if exc.field != "staged":
                     raise
-                log.warning("sandbox %s: the agent could not read a staged payload (%s); sending inline", rec.id, exc)
-                self._inbox[rec.id] = None
+                self.staging.give_up(rec, "in", exc)
             finally:
                 staged.remove()
+        outbox = await self.staging.directory(rec, "out") if op in _OUTBOX_OPS else None
+        if outbox is not None:
+            try:
+                named = {**params, "outbox": secrets.token_hex(16)}
+                return await self._request(rec, op, named, timeout, on_event, outbox=outbox)
+            except StagingFailed as exc:
+                self.staging.give_up(rec, "out", exc)
         return await self._request(rec, op, params, timeout, on_event)
 
     async def _stage(self, rec: SandboxRecord, params: dict[str, Any]) -> Staged | None:
         data = params.get("bytes")
-        if not isinstance(data, bytes) or len(data) < STAGE_MIN or self._agent_volume is None:
+        if not isinstance(data, bytes) or len(data) < STAGE_MIN:
             return None
-        if rec.id not in self._inbox:
-            try:
-                self._inbox[rec.id] = await self._engine.volume_dir(self._agent_volume(rec.id))
-            except CorralError:
-                self._inbox[rec.id] = None
-        directory = self._inbox[rec.id]
+        directory = await self.staging.directory(rec, "in")
         if directory is None:
             return None
         try:
             staged = await anyio.to_thread.run_sync(stage, directory, data)
         except OSError as exc:
-            log.info("sandbox %s: payloads go inline (cannot write its inbox: %s)", rec.id, exc)
-            self._inbox[rec.id] = None
+            self.staging.give_up(rec, "in", exc)
             return None
-        self.staged += 1
+        self.staging.staged += 1
         return staged
+
+    async def _collect(self, reply: dict[str, Any], name: str, outbox: str) -> dict[str, Any]:
+        size = reply.pop("outbox")
+        if type(size) is not int:
+            raise StagingFailed(f"the agent announced {size!r} staged bytes")
+        try:
+            data = await anyio.to_thread.run_sync(collect, outbox, name, size, MAX_STAGED)
+        except (OSError, ValueError) as exc:
+            raise StagingFailed(str(exc)) from exc
+        self.staging.staged += 1
+        return {**reply, "bytes": data}
 
     async def _request(
         self,
@@ -293,8 +309,11 @@ class AgentPool:
         params: dict[str, Any],
         timeout: float | None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None,
+        *,
+        outbox: str | None = None,
     ) -> dict[str, Any]:
-        """Send a request and return its validated reply. A broken channel is dropped (the next call
+        """Send a request and return its validated reply (its bytes collected from `outbox` when
+        the agent left them there). A broken channel is dropped (the next call
         reconnects to the same daemon, which keeps its state); read-only requests are retried on the
         new channel; a sandbox that stopped under the request is reported as such."""
         for attempt in range(2):
@@ -316,6 +335,8 @@ class AgentPool:
                     ) from exc
                 log.info("sandbox %s: agent channel failed (%s); reconnecting", rec.id, exc)
                 continue
+            if outbox is not None and "outbox" in reply:
+                reply = await self._collect(dict(reply), params["outbox"], outbox)
             return check_reply(op, reply)
         raise AssertionError("unreachable")
 
@@ -362,7 +383,7 @@ class AgentPool:
         return crash_error(rec, op, info) if info is not None and not info.running else None
 
     async def drop(self, sandbox_id: str) -> None:
-        self._inbox.pop(sandbox_id, None)
+        self.staging.forget(sandbox_id)
         connecting = self._connecting.pop(sandbox_id, None)
         if connecting is not None:
             connecting.cancel()

@@ -82,3 +82,44 @@ async def test_staged_stands_only_for_the_bytes_of_a_request_that_takes_them(
         with pytest.raises(AgentError) as refused:
             await staging_agent.request(op, params)
         assert (refused.value.type, refused.value.field) == ("bad_request", "staged")
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    return tmp_path / "outbox"  # the agent makes it
+
+
+@pytest.fixture
+async def outbox_agent(agent_dir: Path, outbox: Path) -> AsyncIterator[AgentChannel]:
+    env = dict(agent_env(agent_dir), CORRAL_AGENT_OUTBOX=str(outbox))
+    async with open_channel(stdio_argv(), env) as channel:
+        yield channel
+
+
+async def test_a_big_reply_goes_to_the_named_outbox_file(
+    outbox_agent: AgentChannel, outbox: Path, work_dir: Path
+) -> None:
+    data = os.urandom(1024 * 1024)
+    (work_dir / "big.bin").write_bytes(data)
+    name = secrets.token_hex(16)
+    reply = await outbox_agent.request(
+        "read_file", {"path": str(work_dir / "big.bin"), "max_bytes": len(data), "binary": True, "outbox": name}
+    )
+    assert reply["outbox"] == len(data) and "bytes" not in reply
+    assert (outbox / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["../escape", "x" * 32, 5])
+async def test_small_replies_and_bad_outbox_names_stay_inline(
+    outbox_agent: AgentChannel, outbox: Path, work_dir: Path, name: object
+) -> None:
+    data = os.urandom(1024 * 1024)
+    (work_dir / "big.bin").write_bytes(data)
+    params = {"path": str(work_dir / "big.bin"), "max_bytes": 100, "binary": True}
+    small = await outbox_agent.request("read_file", {**params, "outbox": secrets.token_hex(16)})
+    assert small["bytes"] == data[:100] and "outbox" not in small
+    big = await outbox_agent.request(
+        "read_file", {"path": str(work_dir / "big.bin"), "max_bytes": len(data), "binary": True, "outbox": name}
+    )
+    assert big["bytes"] == data and "outbox" not in big
+    assert not (work_dir.parent / "escape").exists()

@@ -185,3 +185,28 @@ async def test_big_writes_pass_through_an_inbox_the_sandbox_cannot_write(client:
         client, "run_command", sandbox=sandbox, command="touch /opt/corral/inbox/x; ln -s /etc /opt/corral/inbox/y"
     )
     assert tried["exit_code"] != 0 and list(inbox.iterdir()) == []
+
+
+async def test_big_reads_come_back_through_the_workspace_outbox_and_survive_a_planted_symlink(client: Client) -> None:
+    import os
+
+    created = await call_ok(client, "create_sandbox", name="outbox")
+    sandbox = created["id"]
+    try:
+        data = os.urandom(1024 * 1024)
+        encoded = base64.b64encode(data).decode()
+        await call_ok(client, "write_file", sandbox=sandbox, path="out.bin", content=encoded, encoding="base64")
+        back = await call_ok(client, "read_file", sandbox=sandbox, path="out.bin", byte_offset=0, byte_count=len(data))
+        assert back["content"] == encoded
+        left = await call_ok(client, "run_command", sandbox=sandbox, command="ls -A /workspace/.corral/outbox")
+        assert left["exit_code"] == 0 and left["stdout"] == ""  # used, and emptied by the host
+        # Sandbox code swaps the outbox for a symlink: the host refuses to follow it, and the read
+        # still returns the file's bytes (on the stream).
+        await call_ok(
+            client, "run_command", sandbox=sandbox,
+            command="rm -rf /workspace/.corral/outbox && ln -s /tmp /workspace/.corral/outbox",
+        )
+        again = await call_ok(client, "read_file", sandbox=sandbox, path="out.bin", byte_offset=0, byte_count=len(data))
+        assert again["content"] == encoded
+    finally:
+        await call_ok(client, "delete_sandbox", sandbox=sandbox)

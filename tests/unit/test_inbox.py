@@ -3,6 +3,7 @@ fallback whenever the agent cannot read them there."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from corral.config import Settings
 from corral.sandbox_backend.fake import FakeAgentError, FakeEngine
 from corral.service import Services, open_services
 from corral.service.containers import LABEL_ROLE, LABEL_SANDBOX
-from corral.service.inbox import INBOX, STAGE_MIN, stage
+from corral.service.inbox import INBOX, OUTBOX, STAGE_MIN, collect, stage
 
 BIG = os.urandom(STAGE_MIN + 1)
 
@@ -100,3 +101,62 @@ async def test_an_agent_that_cannot_read_its_inbox_gets_the_bytes_inline(
         written = await services.files.write_file(rec.id, "big.bin", BIG.hex())
         assert written.size == 2 * len(BIG)
     assert seen == ["staged", "inline", "inline"]  # after one miss, this sandbox's payloads go inline
+
+
+def outbox_in(volume: Path) -> Path:
+    directory = volume.joinpath(*OUTBOX)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def test_a_collected_reply_is_read_and_removed(tmp_path: Path) -> None:
+    (outbox_in(tmp_path) / "a").write_bytes(b"payload")
+    assert collect(str(tmp_path), "a", 7, 100) == b"payload"
+    assert not (tmp_path.joinpath(*OUTBOX) / "a").exists()
+
+
+def test_collecting_refuses_what_the_sandbox_could_have_put_in_the_way(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"secret!")
+    # a symlinked directory on the way, a symlink or a FIFO in place of the file, a wrong or too big size
+    linked = tmp_path / "linked"
+    (linked / OUTBOX[0]).mkdir(parents=True)
+    (linked / OUTBOX[0] / OUTBOX[1]).symlink_to(tmp_path)
+    box = outbox_in(tmp_path / "volume")
+    (box / "link").symlink_to(secret)
+    os.mkfifo(box / "fifo")
+    (box / "short").write_bytes(b"abc")
+    cases = [(linked, "host-secret", 7, 100), (box.parent.parent, "link", 7, 100), (box.parent.parent, "fifo", 0, 100),
+             (box.parent.parent, "short", 4, 100), (box.parent.parent, "short", 3, 2)]
+    for volume, name, size, limit in cases:
+        with pytest.raises((OSError, ValueError)):
+            collect(str(volume), name, size, limit)
+    assert secret.read_bytes() == b"secret!"
+
+
+async def test_a_big_read_comes_back_through_the_outbox_or_else_inline(services: Services, engine: FakeEngine) -> None:
+    data = os.urandom(STAGE_MIN + 1)
+    seen: list[str] = []
+    honest = [True]
+
+    def read_file(params: dict[str, Any]) -> dict[str, Any]:
+        if "outbox" not in params:
+            seen.append("inline")
+            return {"bytes": data, "size": len(data)}
+        seen.append("outbox")
+        if honest[0]:
+            box = next(p for p in engine.volume_root.iterdir() if "agent" not in p.name)  # type: ignore[union-attr]
+            outbox_in(box) if not box.joinpath(*OUTBOX).exists() else None
+            box.joinpath(*OUTBOX, params["outbox"]).write_bytes(data)
+        return {"outbox": len(data), "size": len(data)}  # a dishonest agent says so and leaves nothing
+
+    engine.agent_ops["read_file"] = read_file
+    rec = await services.sandboxes.create()
+    for _ in range(2):
+        read, _ = await services.files.read_file(rec.id, "big.bin", byte_offset=0, byte_count=len(data))
+        assert read.content is not None and base64.b64decode(read.content) == data
+    honest[0] = False
+    for _ in range(2):
+        read, _ = await services.files.read_file(rec.id, "big.bin", byte_offset=0, byte_count=len(data))
+        assert read.content is not None and base64.b64decode(read.content) == data
+    assert seen == ["outbox", "outbox", "outbox", "inline", "inline"]  # one failure: inline from then on

@@ -429,9 +429,11 @@ class DockerEngine:
             except docker.errors.NotFound:
                 return None
             path = info.get("Mountpoint")
-            if info.get("Driver") != "local" or info.get("Options") or not isinstance(path, str):
+            if info.get("Driver") != "local" or not isinstance(path, str):
                 return None
-            return path if os.path.isdir(path) else None  # not there: the engine is on another host
+            # Not there: the engine is on another host. A disk-limited volume is only there while a
+            # container has it mounted (an empty directory otherwise).
+            return path if os.path.isdir(path) else None
 
         return await self._run(f"inspect volume {name}", inspect)
 
