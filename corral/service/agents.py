@@ -21,7 +21,14 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from corral.agent.bundle import AGENT_MOUNT, AGENT_VERSION, install_argv, install_tar, installed_argv
+from corral.agent.bundle import (
+    AGENT_MOUNT,
+    AGENT_VERSION,
+    install_argv,
+    install_tar,
+    installed_argv,
+    unpack_install,
+)
 from corral.config import MIB, SANDBOX_USER, WORKDIR
 from corral.errors import (
     AgentFailure,
@@ -157,8 +164,17 @@ class AgentPool:
         """The command line that runs the installed agent in `mode` in this sandbox."""
         return installed_argv(mode, *args, python=self._python.get(rec.image, PYTHONS[0]))
 
-    async def install(self, container_id: str) -> None:
-        """Copy the agent's code, root-owned, into a created container, before it starts."""
+    async def install(self, container_id: str, volume: str) -> None:
+        """Copy the agent's code, root-owned, into a created container's new agent `volume`,
+        before it starts: straight into the volume's directory when this host has it (a few ms),
+        else through Docker's archive API (~50 ms of a cold create, measured)."""
+        directory = await self._engine.volume_dir(volume)
+        if directory is not None:
+            try:
+                await anyio.to_thread.run_sync(unpack_install, directory)
+                return
+            except OSError as exc:
+                log.info("agent volume %s: unpacking here failed (%s); copying through Docker", volume, exc)
         await self._engine.put_archive(container_id, AGENT_MOUNT, install_tar())
 
     async def _install_running(self, rec: SandboxRecord, python: str) -> None:

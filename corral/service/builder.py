@@ -97,7 +97,7 @@ class Builder:
             if rec.volume is None and copy_of is None:
                 # A writable root file system: images other than ours have no home for uid 1000.
                 await self._engine.put_archive(container_id, "/", tar_directory(WORKDIR, SANDBOX_UID, SANDBOX_UID))
-            await self._agents.install(container_id)
+            await self._agents.install(container_id, agent_volume)
             if self._network is not None:
                 await self._network.provision(container_id, rec)
         except BaseException:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import os
+import stat
 import sys
 from pathlib import Path
+
+import pytest
 
 from corral.agent.bundle import bundle_files
 
@@ -95,6 +99,25 @@ def test_the_installed_bundle_runs_from_the_bytecode_it_ships(tmp_path: Path) ->
         cached = f"{relative.rpartition('/')[0]}/__pycache__/{source.stem}.{tag}.pyc"
         assert cached in names, f"{relative} ships without bytecode"
         source.write_text("raise SystemExit('compiled from source')\n")
+    argv = installed_argv("version", python=sys.executable, root=str(tmp_path / "agent"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.stdout.strip() == AGENT_VERSION, done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root installs the agent on the host's side")
+def test_unpacking_on_the_host_side_makes_the_same_root_owned_tree(tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import tarfile
+
+    from corral.agent.bundle import AGENT_VERSION, install_tar, installed_argv, unpack_install
+
+    unpack_install(str(tmp_path))
+    with tarfile.open(fileobj=io.BytesIO(install_tar())) as archive:
+        members = archive.getmembers()
+    for member in members:
+        st = (tmp_path / member.name).lstat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, member.mode), member.name
     argv = installed_argv("version", python=sys.executable, root=str(tmp_path / "agent"))
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert done.stdout.strip() == AGENT_VERSION, done.stderr
