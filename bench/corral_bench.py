@@ -170,8 +170,10 @@ async def bench_files(ctx: Ctx) -> None:
         about=(
             "`write_file` then `read_file` of the same file through the in-process MCP client, content "
             "checked: 1 KiB as text (read raw); 1 MiB as binary, base64 in both MCP directions (read as a "
-            "byte range: a plain read of a binary file returns only its description) and raw bytes in "
-            "binary frames between server and sandbox. Baseline: `docker cp` of the same bytes into and "
+            "byte range: a plain read of a binary file returns only its description); between server and "
+            "sandbox it crosses as a file in the sandbox's volumes (the agent volume's inbox in, "
+            "/workspace/.corral/outbox out; payloads under 256 KiB go in binary frames). Baseline: "
+            "`docker cp` of the same bytes into and "
             "out of the same container with the docker SDK (`put_archive` / `get_archive`, tar made and "
             "read client-side), interleaved with Corral's samples (one pair each in turn), so load on a "
             "shared machine weighs on both alike."
@@ -243,8 +245,10 @@ async def bench_create(ctx: Ctx) -> None:
         ["operation", *LATENCY_HEADERS, "vs bare docker"],
         about=(
             "Cold = a brand-new gVisor container each time (no pool), image already on the machine. "
-            "`create_sandbox` returns once the container runs and its in-sandbox agent answered; the first "
-            "`run_code` then starts a Python interpreter context. Baseline: bare docker SDK create + start "
+            "`create_sandbox` returns once the container runs; the image has run in this server before, so "
+            "its agent starts in the background and the first `run_code` waits for it, then starts a Python "
+            "interpreter context (so that row holds the agent's start, and the create + first run_code row "
+            "is the whole wait). Baseline: bare docker SDK create + start "
             "of a container with the same options (runtime corral-runsc, limits, user, no network) running "
             "`sleep infinity`, and `docker rm -f` of it."
         ),
