@@ -16,7 +16,7 @@ import time
 
 from .bundle import AGENT_MOUNT, DEFAULT_DATA_DIR
 from .errors import Failure
-from .util import write_all
+from .util import pread_upto, write_all
 from .wire import MAX_FRAME
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
@@ -50,21 +50,13 @@ def load_staged(msg: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FRAME:
             why = f"staged payload {name} is not a file of at most {MAX_FRAME} bytes"
             raise Failure("bad_request", why, field="staged")
-        chunks = []
-        left, offset = st.st_size, 0
-        while left > 0:
-            chunk = os.pread(fd, left, offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-            offset += len(chunk)
+        data = pread_upto(fd, st.st_size, 0)
     except OSError as exc:
         raise Failure("io_error", f"staged payload {name}: {exc.strerror}", field="staged") from None
     finally:
         os.close(fd)
     out = {k: v for k, v in msg.items() if k != "staged"}
-    out["bytes"] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    out["bytes"] = data
     return out
 
 

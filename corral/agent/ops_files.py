@@ -13,7 +13,7 @@ from .errors import Failure, bad_request, os_failure
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
-from .util import file_type, token, write_all
+from .util import file_type, open_regular_file, pread_upto, token, write_all
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
 if TYPE_CHECKING:
@@ -29,17 +29,8 @@ def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     offset = p.integer("offset", 0, lo=0, hi=1 << 62)
     max_bytes = p.integer("max_bytes", DEFAULT_READ, lo=0, hi=MAX_READ)
     binary = p.boolean("binary", False)
+    fd, st = open_regular_file(path)
     try:
-        # O_NONBLOCK so a FIFO cannot hang the request before we get to reject it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise os_failure(exc, path) from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise Failure("is_a_directory", f"{path} is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise bad_request(f"{path} is not a regular file")
         data = pread_upto(fd, max_bytes + 1, offset)
     except OSError as exc:
         raise os_failure(exc, path) from None
@@ -53,18 +44,6 @@ def op_read_file(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     else:
         result["data_b64"] = base64.b64encode(data).decode("ascii")
     return result
-
-
-def pread_upto(fd: int, count: int, offset: int) -> bytes:
-    chunks = []
-    while count > 0:
-        chunk = os.pread(fd, min(count, 1 << 20), offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        count -= len(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
 
 
 @op("write_file", "path", "bytes", "data_b64", "mkdirs", "append", "mode")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import codecs
 import os
-import stat
 import time
 
 from .errors import Failure, bad_request, os_failure
 from .params import Params
 from .rpc import Request, op
 from .state import Agent
+from .util import open_regular_file
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
 if TYPE_CHECKING:
@@ -128,16 +128,8 @@ def op_read_lines(agent: Agent, req: Request, p: Params) -> dict[str, Any]:
     max_bytes = p.integer("max_bytes", DEFAULT_BYTES, lo=1, hi=MAX_BYTES)
     if start == 0 or end == 0:
         raise bad_request("line numbers count from 1 (negative ones from the end: -1 is the last line)")
+    fd, st = open_regular_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise os_failure(exc, path) from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise Failure("is_a_directory", f"{path} is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise bad_request(f"{path} is not a regular file")
         return read_lines(req, fd, st.st_size, start, end, max_lines, max_bytes)
     except OSError as exc:
         raise os_failure(exc, path) from None

@@ -12,6 +12,7 @@ import threading
 import time
 
 from .bundle import DEFAULT_AGENT_DIR, DEFAULT_DATA_DIR
+from .errors import Failure, bad_request, os_failure
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs the daemon ~1 MiB in every sandbox
 if TYPE_CHECKING:
@@ -159,3 +160,38 @@ def acquire_lock(path: str, wait: float) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.05)
+
+
+def open_regular_file(path: str) -> tuple[int, os.stat_result]:
+    """A descriptor of the regular file at `path` and its stat; Failure for anything else. O_NONBLOCK
+    so that a FIFO cannot hang the request before it is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return fd, st
+        problem = (
+            Failure("is_a_directory", f"{path} is a directory")
+            if stat.S_ISDIR(st.st_mode)
+            else bad_request(f"{path} is not a regular file")
+        )
+    except OSError as exc:
+        problem = os_failure(exc, path)
+    os.close(fd)
+    raise problem
+
+
+def pread_upto(fd: int, count: int, offset: int) -> bytes:
+    """Up to `count` bytes from `offset` (fewer at the end of the file)."""
+    chunks = []
+    while count > 0:
+        chunk = os.pread(fd, min(count, 1 << 20), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
