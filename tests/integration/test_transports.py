@@ -13,7 +13,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.helpers import call_ok, corral_cmd, corral_env, free_port, wait_for_port
+from tests.helpers import call_ok, corral_cmd, corral_env, free_port
+from tests.helpers import http_server as serve_http
 from tests.integration.cleanup import reap_containers
 
 TOKEN = "test-token-0123456789"
@@ -22,20 +23,10 @@ TOKEN = "test-token-0123456789"
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("http-home")
-    port = free_port()
-    proc = subprocess.Popen(
-        corral_cmd("serve", "--transport", "sse,http", "--port", str(port), "--token", TOKEN, "--log-level", "WARNING"),
-        env=corral_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
     try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
+        with serve_http(home, "--token", TOKEN) as url:
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         reap_containers(home)
 
 
